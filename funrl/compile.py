@@ -10,11 +10,20 @@ apply only to functions compiled by funrl, never to a user's global config.
 
 Always compile the *vmapped* function (``jit(vmap(f))``): ``vmap(jit(f))``
 silently runs eager (PyTorch issue #128711).
+
+Each call of :func:`jit` compiles into a cache of its own.  torch.compile keys
+its cache (and its recompile limit, 8 by default) on the Python *code object*;
+every ``torch.func.vmap(f)`` returns a wrapper with one shared code object, so
+without this, the ninth vmapped function compiled in a process would silently
+fall back to eager.
 """
 
 from __future__ import annotations
 
 from typing import Callable
+
+import functools
+import types
 
 import torch
 
@@ -41,8 +50,19 @@ def jit(fn: Callable | None = None, *, fullgraph: bool = True, dynamic: bool = F
     opts = {**INDUCTOR_OPTIONS, **(options or {})}
 
     def wrap(f):
+        f = _with_own_cache(f)
         if kwargs.get("backend", "inductor") != "inductor":
             return torch.compile(f, fullgraph=fullgraph, dynamic=dynamic, **kwargs)
         return torch.compile(f, fullgraph=fullgraph, dynamic=dynamic, options=opts, **kwargs)
 
     return wrap if fn is None else wrap(fn)
+
+
+def _with_own_cache(f: Callable) -> Callable:
+    """A thin wrapper around ``f`` whose code object is new, so it gets its own compile cache."""
+
+    def call(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    fresh = types.FunctionType(call.__code__.replace(), call.__globals__, call.__name__, None, call.__closure__)
+    return functools.wraps(f)(fresh)

@@ -1,0 +1,298 @@
+"""What every funrl algorithm shares: the lift/driver pattern, the train loop, the chunked runner.
+
+An algorithm file (``ppo.py``, ``dqn.py``, ...) writes its learning step as a few
+*pure per-seed pieces* (``rollout_step``, ``prepare``, ``minibatch_update``, ...)
+and a little Python glue that calls them in order.  Every piece goes through a
+``lift``, which decides how it runs:
+
+* :func:`identity_lift` — one seed, eager.  ``make_train`` uses it, so
+  ``train(key)`` is a pure function and ``torch.func.vmap(train)(keys)``
+  trains many seeds (seed *i* of the vmapped run equals ``train(keys[i])``);
+* :func:`vmap_lift` — many seeds, eager (``torch.func.vmap`` of the piece);
+* :func:`compiled_lift` — many seeds, ``funrl.jit(vmap(piece))``: the fast path.
+
+Why pieces and a Python loop instead of one compiled ``train``: on this CPU an
+unrolled loop over time or over minibatches takes minutes to compile (compile
+time grows with the number of unrolled steps), ``vmap(torch.compile(f))``
+silently runs eager, and ``compile(vmap(scan))`` fails.  Compiling each
+vmapped piece once and looping in Python is fast to compile and fast to run
+(see ``shared/torch-func-notes.md``), and both paths run the same code.
+
+The glue may only do batch-agnostic things between pieces: keep Python lists,
+loop over Python ranges, ``torch.stack(..., 0)`` per-update metrics and reduce
+them over axis 0.  Everything that touches per-seed data lives in a piece.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, NamedTuple
+
+import torch
+
+from funrl import tree
+from funrl.compile import jit
+
+__all__ = [
+    "identity_lift",
+    "vmap_lift",
+    "compiled_lift",
+    "Algorithm",
+    "make_train_from",
+    "Runner",
+    "hyperparams_from_config",
+    "check_config",
+    "masked_mean",
+    "episode_metrics",
+]
+
+Lift = Callable[..., Callable]
+
+
+def identity_lift(fn: Callable, in_dims: Any = 0) -> Callable:
+    """Run a per-seed piece as it is (one seed, eager)."""
+    return fn
+
+
+def vmap_lift(fn: Callable, in_dims: Any = 0) -> Callable:
+    """Run a per-seed piece over a leading seed axis with ``torch.func.vmap`` (eager)."""
+    return torch.func.vmap(fn, in_dims=in_dims)
+
+
+def compiled_lift(fn: Callable, in_dims: Any = 0) -> Callable:
+    """Run a per-seed piece over a leading seed axis, compiled: ``funrl.jit(vmap(fn))``."""
+    return jit(torch.func.vmap(fn, in_dims=in_dims))
+
+
+class Algorithm(NamedTuple):
+    """A training algorithm as two pure functions and its sizes.
+
+    Attributes:
+      init: ``init(key, hparams=None) -> state`` for one seed (lifted with
+        ``vmap`` by the runner for many seeds).
+      update: ``update(state) -> (state, metrics)``: one rollout and its
+        learning step; ``metrics`` is a dict of scalar tensors (one value per
+        seed when batched).  Built from lifted pieces, so it works on one seed
+        or on a seed batch depending on the lift it was made with.
+      num_updates: updates that ``train`` runs.
+      steps_per_update: env steps per seed in one update.
+    """
+
+    init: Callable
+    update: Callable
+    num_updates: int
+    steps_per_update: int
+
+
+def hyperparams_from_config(config, names: tuple[str, ...], hparams: dict | None, device, dtype=torch.float32) -> dict:
+    """The batchable float hyper-parameters as tensors.
+
+    Args:
+      config: the algorithm's Config dataclass (defaults).
+      names: the Config fields that may be swept per seed.
+      hparams: optional overrides, tensors of shape ``()`` (one seed; a batch
+        of them under ``vmap``) or floats.
+      device, dtype: where the tensors live.
+
+    Returns:
+      dict name -> tensor ``()``.
+    """
+    hparams = dict(hparams or {})
+    unknown = sorted(set(hparams) - set(names))
+    if unknown:
+        raise ValueError(f"hparams: unknown hyper-parameter(s) {unknown}; batchable ones are {list(names)}")
+    out = {}
+    for n in names:
+        v = hparams.get(n, getattr(config, n))
+        out[n] = torch.as_tensor(v, dtype=dtype, device=device)
+        if out[n].ndim != 0:
+            raise ValueError(f"hparams[{n!r}]: expected a scalar per seed (batch with vmap), got shape {tuple(out[n].shape)}")
+    return out
+
+
+def check_config(config, positive: tuple[str, ...] = (), unit: tuple[str, ...] = (), ints: tuple[str, ...] = ()) -> None:
+    """Validate Config fields; errors name the field, what was expected and what was given."""
+    for name in ints:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"config.{name}: expected an int >= 1, got {v!r}")
+    for name in positive:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"config.{name}: expected a number > 0, got {v!r}")
+    for name in unit:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"config.{name}: expected a number in [0, 1], got {v!r}")
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` where ``mask`` is true; 0 if the mask is empty (branch-free).
+
+    Args:
+      x: float tensor of any shape; mask: bool tensor of the same shape.
+
+    Returns:
+      A scalar tensor.
+    """
+    m = mask.to(x.dtype)
+    return (x * m).sum() / torch.clamp(m.sum(), min=1.0)
+
+
+def episode_metrics(info_returns: torch.Tensor, info_lengths: torch.Tensor, info_done: torch.Tensor) -> dict:
+    """Small aggregates of the episodes completed in one update.
+
+    Args:
+      info_returns, info_lengths: float ``[T, N]`` returns/lengths reported by
+        ``funrl.envs.wrappers.LogWrapper`` (valid where ``info_done``).
+      info_done: bool ``[T, N]``: an episode ended at that step.
+
+    Returns:
+      dict with ``episode_return`` (mean over completed episodes, 0 if none),
+      ``episode_length`` and ``episodes`` (count) — scalars, never per-step stacks.
+    """
+    return {
+        "episode_return": masked_mean(info_returns.float(), info_done),
+        "episode_length": masked_mean(info_lengths.float(), info_done),
+        "episodes": info_done.float().sum(),
+    }
+
+
+def make_train_from(make_algorithm: Callable, config, env, env_params) -> Callable:
+    """Build ``train(key, hparams=None) -> (state, metrics)`` from an algorithm factory.
+
+    ``train`` runs ``init`` and then ``num_updates`` calls of ``update`` for one
+    seed, eagerly; metrics are stacked over updates (leaves ``[num_updates]``).
+    It is pure, so ``torch.func.vmap(train)(keys)`` trains one seed per key,
+    and ``torch.func.vmap(train)(keys, hparams)`` sweeps hyper-parameters.
+    """
+    algo = make_algorithm(config, env, env_params, lift=identity_lift)
+
+    def train(key: torch.Tensor, hparams: dict | None = None):
+        state = algo.init(key, hparams)
+        history = []
+        for _ in range(algo.num_updates):
+            state, metrics = algo.update(state)
+            history.append(metrics)
+        return state, tree.stack(history) if history else {}
+
+    train.algorithm = algo  # type: ignore[attr-defined]
+    return train
+
+
+@dataclasses.dataclass
+class ChunkInfo:
+    """What a runner callback sees between chunks (host-side, after a sync)."""
+
+    update: int
+    num_updates: int
+    env_steps: int
+    wall_time: float
+    sps: float
+    metrics: dict  # name -> tensor [S] for the last update of the chunk
+
+
+def _materialize(state):
+    """Fresh, contiguous, unaliased copies of every tensor leaf.
+
+    ``vmap`` outputs can have stride-0 (expanded) leaves and two fields can be
+    the same tensor; compiled pieces return ordinary tensors, so without this the
+    second call of every compiled piece would recompile for the new strides.
+    """
+    return tree.map(lambda x: x.clone(memory_format=torch.contiguous_format) if isinstance(x, torch.Tensor) else x, state)
+
+
+class Runner:
+    """The fast path: many seeds, compiled pieces, a Python loop in chunks.
+
+    Args:
+      make_algorithm: the algorithm factory ``make_algorithm(config, env, env_params, lift)``.
+      config, env, env_params: as for ``make_train``.
+      compile: use :func:`compiled_lift` (default) or :func:`vmap_lift` (eager, for debugging;
+        gives the same numbers up to float rounding).
+
+    ``init(keys, hparams=None)`` makes the batched state for ``S = keys.shape[0]``
+    seeds; ``run(state, num_updates, callback, chunk_size)`` performs updates and
+    calls ``callback(state, ChunkInfo)`` every ``chunk_size`` updates (progress,
+    logging, checkpoints) — the callback sees the state between chunks and cannot
+    change what a chunk computes.
+    """
+
+    def __init__(self, make_algorithm: Callable, config, env, env_params, compile: bool = True):
+        self.config = config
+        self.compile = compile
+        lift = compiled_lift if compile else vmap_lift
+        self.algorithm: Algorithm = make_algorithm(config, env, env_params, lift=lift)
+        # init runs once: eager vmap is cheap and saves a compile
+        self._init = torch.func.vmap(self.algorithm.init, in_dims=(0, 0), randomness="error")
+
+    @property
+    def num_updates(self) -> int:
+        return self.algorithm.num_updates
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.algorithm.steps_per_update
+
+    def init(self, keys: torch.Tensor, hparams: dict | None = None):
+        """Batched initial state for one seed per row of ``keys`` ``(S, 2)``.
+
+        ``hparams``: optional dict name -> tensor ``(S,)`` (a sweep), else the config's values.
+        """
+        if not isinstance(keys, torch.Tensor) or keys.dtype != torch.int64 or keys.ndim != 2 or keys.shape[1] != 2:
+            got = (keys.dtype, tuple(keys.shape)) if isinstance(keys, torch.Tensor) else type(keys).__name__
+            raise ValueError(f"keys: expected an int64 tensor of shape (S, 2) (funrl.random.split(key, S)), got {got}")
+        S = keys.shape[0]
+        if hparams is None:
+            return _materialize(torch.func.vmap(lambda k: self.algorithm.init(k, None))(keys))
+        hp = {}
+        for name, v in hparams.items():
+            v = torch.as_tensor(v, dtype=torch.float32, device=keys.device)
+            if v.shape != (S,):
+                raise ValueError(f"hparams[{name!r}]: expected shape ({S},) (one value per seed), got {tuple(v.shape)}")
+            hp[name] = v
+        return _materialize(self._init(keys, hp))
+
+    def run(
+        self,
+        state,
+        num_updates: int | None = None,
+        callback: Callable[[Any, ChunkInfo], None] | None = None,
+        chunk_size: int = 10,
+        start_update: int = 0,
+    ):
+        """Run ``num_updates`` updates (default: the rest of the algorithm's budget).
+
+        Returns:
+          ``(state, metrics)``: metrics stacked over updates, leaves ``[U, S]``.
+        """
+        total = self.num_updates if num_updates is None else num_updates
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size}")
+        history = []
+        t0 = time.perf_counter()
+        S = tree.leaves(state)[0].shape[0]
+        done = 0
+        while done < total - start_update:
+            n = min(chunk_size, total - start_update - done)
+            for _ in range(n):
+                state, metrics = self.algorithm.update(state)
+                history.append(metrics)
+            done += n
+            if callback is not None:
+                last = tree.map(lambda x: x.detach(), history[-1])
+                wall = time.perf_counter() - t0
+                steps = done * self.steps_per_update * S
+                callback(
+                    state,
+                    ChunkInfo(
+                        update=start_update + done,
+                        num_updates=total,
+                        env_steps=(start_update + done) * self.steps_per_update * S,
+                        wall_time=wall,
+                        sps=steps / max(wall, 1e-9),
+                        metrics=last,
+                    ),
+                )
+        return state, (tree.stack(history) if history else {})
