@@ -61,8 +61,19 @@ def vmap_lift(fn: Callable, in_dims: Any = 0) -> Callable:
 
 
 def compiled_lift(fn: Callable, in_dims: Any = 0) -> Callable:
-    """Run a per-seed piece over a leading seed axis, compiled: ``funrl.jit(vmap(fn))``."""
-    return jit(torch.func.vmap(fn, in_dims=in_dims))
+    """Run a per-seed piece over a leading seed axis, compiled: ``funrl.jit(vmap(fn))``.
+
+    Outputs are made contiguous inside the graph: a vmapped piece can return
+    strided views (e.g. one row of ``split(key)``), and feeding those back in on
+    the next call would make torch.compile recompile for the new strides.
+    """
+    batched = torch.func.vmap(fn, in_dims=in_dims)
+
+    def contiguous_outputs(*args):
+        return tree.map(lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x, batched(*args))
+
+    contiguous_outputs.__name__ = getattr(fn, "__name__", "piece")
+    return jit(contiguous_outputs)
 
 
 class Algorithm(NamedTuple):

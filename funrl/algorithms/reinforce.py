@@ -1,0 +1,323 @@
+"""REINFORCE (Williams, 1992) with an optional learned baseline, as pure pieces.
+
+Read top to bottom: Config -> networks -> state -> init -> rollout_step ->
+learn (Monte-Carlo returns, baseline, one gradient step) -> update (the glue)
+-> make_train.
+
+Each update collects a fixed-length rollout of ``num_envs x num_steps`` env
+steps with the current policy, computes for every step the discounted return
+to the end of its episode *within the rollout*, and takes one Adam step on
+
+    loss = -mean(log pi(a_t | s_t) * w_t) - ent_coef * mean(H(pi(. | s_t)))
+           + vf_coef * 0.5 * mean((V(s_t) - G_t)^2)        (baseline only)
+
+with weights ``w_t = G_t - V(s_t)`` (baseline, the value not differentiated) or
+``w_t = G_t`` (no baseline), standardised over the batch when
+``normalize_returns`` (the classic PyTorch-example REINFORCE normalises its
+returns the same way).
+
+Where an episode is cut:
+
+* at an episode end (terminated *or* truncated: a time limit is treated as the
+  end of the episode, as CleanRL does) the discount is 0, so returns never
+  flow across episodes;
+* at the end of the rollout, an episode still running has no observed tail:
+  its return bootstraps from the baseline, ``G_{T-1} = r_{T-1} + gamma
+  V(s_T)``, when ``baseline`` is on, and from 0 otherwise (the return of the
+  observed part only, which under-estimates late steps of long episodes; use a
+  ``num_steps`` of at least a typical episode length without a baseline).
+
+Defaults are tuned for CartPole-v1 (see :class:`Config`).  Discrete action
+spaces only (the policy is a softmax over logits, and the losses are
+``funrl.losses.policy_gradients``' ``policy_gradient_loss`` and
+``entropy_loss``).
+
+Usage::
+
+    env, env_params = funrl.envs.make("CartPole-v1")
+    train = reinforce.make_train(reinforce.Config(), env, env_params)
+    state, metrics = train(funrl.random.key(0))                            # one seed
+    states, metrics = torch.func.vmap(train)(funrl.random.split(key, 8))   # 8 seeds
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import torch
+
+from funrl import nn, optim, tree
+from funrl import random as jr
+from funrl.algorithms.common import (
+    Algorithm,
+    check_config,
+    episode_metrics,
+    hyperparams_from_config,
+    identity_lift,
+    make_train_from,
+)
+from funrl.envs import spaces
+from funrl.envs.wrappers import LogWrapper
+from funrl.losses.multistep import discounted_returns
+from funrl.losses.policy_gradients import entropy_loss, policy_gradient_loss
+
+__all__ = ["Config", "HYPERPARAMS", "ReinforceState", "make_algorithm", "make_train", "evaluation_policy"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """REINFORCE hyper-parameters, tuned for CartPole-v1.
+
+    Why these defaults: a rollout of 8 envs x 128 steps (1024 samples, 488
+    updates in 500k steps) keeps most returns complete within the window at
+    gamma 0.99 (effective horizon 100) while giving enough updates; a learned
+    baseline, standardised weights and a gradient-norm clip make one Adam step
+    of 3e-3 per rollout stable enough, and annealing it to 0 stops the late
+    collapses that a constant step size shows on CartPole (measured, 4 seeds
+    each, mean return over the last 10% of updates: 3e-3 annealed 461-492;
+    1e-3 annealed 253-263; 2e-3 constant 106-454; 3e-3 constant 118-500).
+    """
+
+    total_timesteps: int = 500_000  #: env steps per seed
+    num_envs: int = 8  #: parallel envs per seed
+    num_steps: int = 128  #: rollout length per env per update
+    learning_rate: float = 3e-3  #: Adam step size (batchable)
+    anneal_lr: bool = True  #: decay the learning rate linearly to 0 over the run
+    adam_eps: float = 1e-5  #: Adam epsilon
+    gamma: float = 0.99  #: discount (batchable)
+    baseline: bool = True  #: learn a state-value baseline (and bootstrap the rollout tail from it)
+    normalize_returns: bool = True  #: standardise the policy-gradient weights over the batch
+    ent_coef: float = 0.0  #: entropy bonus (batchable)
+    vf_coef: float = 0.5  #: baseline-loss weight (batchable)
+    max_grad_norm: float | None = 0.5  #: global gradient-norm clip (None: off)
+    hidden_sizes: tuple = (64, 64)  #: actor and critic hidden layers
+    activation: str = "tanh"  #: hidden activation
+
+    def __post_init__(self):
+        check_config(
+            self,
+            positive=("learning_rate", "adam_eps"),
+            unit=("gamma",),
+            ints=("total_timesteps", "num_envs", "num_steps"),
+        )
+        for name in ("baseline", "normalize_returns", "anneal_lr"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"config.{name}: expected a bool, got {getattr(self, name)!r}")
+        for name in ("ent_coef", "vf_coef"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"config.{name}: expected a number >= 0, got {v!r}")
+        if self.max_grad_norm is not None:
+            check_config(self, positive=("max_grad_norm",))
+        if self.normalize_returns and self.num_envs * self.num_steps < 2:
+            raise ValueError(
+                "config.normalize_returns: standardising over the batch needs num_envs * num_steps >= 2, "
+                f"got {self.num_envs} * {self.num_steps}"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_timesteps // self.batch_size)
+
+
+#: Config fields that can differ per seed in one vmapped run (tensors in the state).
+HYPERPARAMS = ("learning_rate", "gamma", "ent_coef", "vf_coef")
+
+
+class ReinforceState(NamedTuple):
+    """Everything one seed's training carries between updates (a pytree)."""
+
+    params: dict  #: {"actor": ..., ["critic": ...]}
+    opt_state: Any
+    env_state: Any  #: batched over num_envs
+    obs: torch.Tensor  #: [num_envs, *obs_shape]
+    key: torch.Tensor  #: (2,)
+    update_step: torch.Tensor  #: int64 ()
+    hparams: dict  #: name -> float tensor ()
+
+
+class Transition(NamedTuple):
+    """One rollout step of every env (leaves ``[num_envs, ...]``); ``learn`` stacks ``num_steps`` of them."""
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    done: torch.Tensor
+    episode_return: torch.Tensor
+    episode_length: torch.Tensor
+    episode_done: torch.Tensor
+
+
+def _networks(config: Config, env, env_params):
+    """Softmax actor and (optional) critic: ``(init, logits, value)`` on observations ``[N, ...]``.
+
+    The same 64-64 tanh MLPs with orthogonal init as ``ppo.py`` (duplicated
+    on purpose for now: a shared actor-critic builder belongs in one place).
+    """
+    obs_space = env.observation_space(env_params)
+    act_space = env.action_space(env_params)
+    if not isinstance(act_space, spaces.Discrete):
+        raise ValueError(f"env: REINFORCE here needs a Discrete action space, got {act_space!r} for {env.name}")
+    obs_dim = int(math.prod(obs_space.shape))
+    hidden = list(config.hidden_sizes)
+    gain = math.sqrt(2.0)
+    actor = nn.mlp(
+        [obs_dim, *hidden, act_space.n],
+        activation=config.activation,
+        w_init=nn.orthogonal(gain),
+        b_init=nn.zeros,
+        final_w_init=nn.orthogonal(0.01),
+    )
+    critic = nn.mlp(
+        [obs_dim, *hidden, 1],
+        activation=config.activation,
+        w_init=nn.orthogonal(gain),
+        b_init=nn.zeros,
+        final_w_init=nn.orthogonal(1.0),
+    )
+
+    def init(key):
+        ka, kc = jr.split(key)
+        params = {"actor": actor.init(ka)}
+        if config.baseline:
+            params["critic"] = critic.init(kc)
+        return params
+
+    def flat(obs):
+        return obs.reshape(obs.shape[0], -1).to(torch.float32)
+
+    def logits(params, obs):
+        return actor.apply(params["actor"], flat(obs))
+
+    def value(params, obs):
+        return critic.apply(params["critic"], flat(obs)).squeeze(-1)
+
+    return init, logits, value
+
+
+def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algorithm:
+    """REINFORCE's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
+    env = LogWrapper(env)
+    E, T = config.num_envs, config.num_steps
+    init_params, logits_fn, value_fn = _networks(config, env, env_params)
+    num_updates = config.num_updates
+    adam = optim.scale_by_adam(eps=config.adam_eps)
+    tx = adam if config.max_grad_norm is None else optim.chain(optim.clip_by_global_norm(config.max_grad_norm), adam)
+    env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
+    env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
+    # returns of each env's column of the rollout: r [T, E], discount [T, E], bootstrap [E] -> [T, E]
+    returns_per_env = torch.func.vmap(discounted_returns, in_dims=(1, 1, 0), out_dims=1)
+
+    # ---------------------------------------------------------------- init
+    def init(key, hparams=None) -> ReinforceState:
+        k_params, k_env, k_next = jr.split(key, 3)
+        params = init_params(k_params)
+        obs, env_state = env_reset(jr.split(k_env, E), env_params)
+        return ReinforceState(
+            params=params,
+            opt_state=tx.init(params),
+            env_state=env_state,
+            obs=obs,
+            key=k_next,
+            update_step=torch.zeros((), dtype=torch.int64, device=key.device),
+            hparams=hyperparams_from_config(config, HYPERPARAMS, hparams, key.device),
+        )
+
+    # ---------------------------------------------------------------- rollout
+    def rollout_step(state: ReinforceState):
+        key, k_act, k_env = jr.split(state.key, 3)
+        action = jr.categorical(k_act, logits_fn(state.params, state.obs))
+        obs, env_state, reward, terminated, truncated, info = env_step(
+            jr.split(k_env, E), state.env_state, action, env_params
+        )
+        transition = Transition(
+            obs=state.obs,
+            action=action,
+            reward=reward.to(torch.float32),
+            done=terminated | truncated,
+            episode_return=info["returned_episode_returns"].to(torch.float32),
+            episode_length=info["returned_episode_lengths"].to(torch.float32),
+            episode_done=info["returned_episode"],
+        )
+        return state._replace(env_state=env_state, obs=obs, key=key), transition
+
+    # ---------------------------------------------------------------- learning
+    def loss_fn(params, traj: Transition, returns, hp):
+        obs = traj.obs.reshape((T * E,) + traj.obs.shape[2:])
+        action = traj.action.reshape(-1)
+        g = returns.reshape(-1)
+        logits = logits_fn(params, obs)
+        ones = torch.ones_like(g)
+        if config.baseline:
+            v = value_fn(params, obs)
+            weight = g - v.detach()
+            v_loss = 0.5 * ((v - g) ** 2).mean()
+        else:
+            weight = g
+            v_loss = torch.zeros_like(g[0])
+        if config.normalize_returns:
+            weight = (weight - weight.mean()) / (weight.std() + 1e-8)
+        pg_loss = policy_gradient_loss(logits, action, weight, ones)
+        entropy = -entropy_loss(logits, ones)
+        loss = pg_loss - hp["ent_coef"] * entropy + hp["vf_coef"] * v_loss
+        return loss, {"pg_loss": pg_loss.detach(), "v_loss": v_loss.detach(), "entropy": entropy.detach()}
+
+    def learn(state: ReinforceState, transitions: list):
+        traj = tree.stack(transitions)  # leaves [T, E, ...]
+        hp = state.hparams
+        discount = hp["gamma"] * (~traj.done).to(torch.float32)
+        if config.baseline:
+            bootstrap = value_fn(state.params, state.obs).detach()  # V(s_T) [E]
+        else:
+            bootstrap = torch.zeros_like(traj.reward[0])
+        returns = returns_per_env(traj.reward, discount, bootstrap)  # [T, E]
+        grads, aux = torch.func.grad(loss_fn, has_aux=True)(state.params, traj, returns, hp)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        lr = hp["learning_rate"]
+        if config.anneal_lr:
+            lr = lr * (1.0 - state.update_step.to(torch.float32) / num_updates)
+        params = optim.apply_updates(state.params, tree.map(lambda u: -lr * u, updates))
+        metrics = episode_metrics(traj.episode_return, traj.episode_length, traj.episode_done)
+        metrics.update(aux)
+        metrics["return_mean"] = returns.mean()
+        state = state._replace(params=params, opt_state=opt_state, update_step=state.update_step + 1)
+        return state, metrics
+
+    rollout_step_l = lift(rollout_step)
+    learn_l = lift(learn)
+
+    # ---------------------------------------------------------------- the glue
+    def update(state: ReinforceState):
+        transitions = []
+        for _ in range(T):
+            state, transition = rollout_step_l(state)
+            transitions.append(transition)
+        return learn_l(state, transitions)
+
+    return Algorithm(init=init, update=update, num_updates=num_updates, steps_per_update=T * E)
+
+
+def make_train(config: Config, env, env_params):
+    """``train(key, hparams=None) -> (state, metrics)``: a whole REINFORCE run for one seed, pure.
+
+    ``torch.func.vmap(train)(keys)`` trains one seed per key; pass
+    ``hparams={"learning_rate": lrs, ...}`` (tensors with the seed axis) to sweep
+    the batchable fields in :data:`HYPERPARAMS`.
+    """
+    return make_train_from(make_algorithm, config, env, env_params)
+
+
+def evaluation_policy(config: Config, env, env_params):
+    """``act(state, key, obs[K, ...]) -> actions [K]``: the most probable action of the policy."""
+    _, logits_fn, _ = _networks(config, env, env_params)
+
+    def act(state: ReinforceState, key, obs):
+        return torch.argmax(logits_fn(state.params, obs), -1)
+
+    return act

@@ -1,0 +1,388 @@
+"""Soft Actor-Critic (Haarnoja et al., 2018) with automatic entropy tuning, CleanRL-style, as pure pieces.
+
+Read top to bottom: Config -> the squashed Gaussian policy -> state -> init ->
+rollout_step (sample an action, step the env, store the transition) ->
+learn_critic (twin soft-Q step, Polyak targets) -> learn_actor (policy and
+temperature step) -> update (the glue) -> make_train.
+
+Defaults are CleanRL's ``sac_continuous_action.py``: 256-256 relu networks
+with torch's default init; the policy outputs a mean and a log-std squashed
+into ``[-5, 2]`` by ``tanh`` (CleanRL's smooth clamp) and acts with
+``tanh(u) * scale + bias``, ``u ~ N(mean, std)``; twin Q-networks on
+``concat(obs, action)``; Adam with ``q_lr`` 1e-3 for the critics and the
+temperature, ``policy_lr`` 3e-4 for the policy; target entropy ``-|A|``
+(``log_alpha`` starts at 0, i.e. alpha = 1); gamma 0.99, tau 0.005, batch
+256; targets move every step; the policy and temperature take
+``policy_frequency`` (2) steps every ``policy_frequency``-th update
+(CleanRL's "compensate for the delay").  Pendulum-v1's budget replaces
+CleanRL's MuJoCo one: ``learning_starts`` 1000 (CleanRL 5000) and a 20k-slot
+buffer (CleanRL 1e6; see ``ddpg``'s module docstring).
+
+The log-density of an action is exact (``funrl.distributions.TanhNormal``
+never inverts tanh) minus ``sum log(scale)`` for the rescaling to the action
+box; CleanRL adds 1e-6 inside the log instead.
+
+Episode ends and branch-free learning starts / delays work as in ``ddpg``:
+``info["final_obs"]`` is stored as ``next_obs``, only ``terminated`` stops the
+bootstrap, and every update computes its gradient steps and keeps them with
+``torch.where`` on the step counter.  So the ``policy_frequency`` policy steps
+of an update are computed on every update and kept on every
+``policy_frequency``-th: a vmapped/compiled run has one graph for every
+update, at the price of computing (and dropping) the policy steps of the
+other updates.
+
+Usage::
+
+    env, env_params = funrl.envs.make("Pendulum-v1")
+    train = sac.make_train(sac.Config(), env, env_params)
+    state, metrics = train(funrl.random.key(0))
+    states, metrics = torch.func.vmap(train)(funrl.random.split(key, 8))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import torch
+
+from funrl import nn, optim, tree
+from funrl import random as jr
+from funrl.algorithms import replay
+from funrl.algorithms.common import (
+    Algorithm,
+    check_config,
+    episode_metrics,
+    hyperparams_from_config,
+    identity_lift,
+    make_train_from,
+)
+from funrl.algorithms.ddpg import (
+    BoxSpec,
+    StepInfo,
+    _check_common,
+    box_spec,
+    flat_obs,
+    q_network,
+    replay_item,
+    select,
+    uniform_actions,
+)
+from funrl.distributions import TanhNormal
+from funrl.envs.wrappers import LogWrapper
+
+#: CleanRL's bounds of the policy's log-std.
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """SAC hyper-parameters (CleanRL's, with Pendulum-v1's budget; see the module docstring)."""
+
+    total_timesteps: int = 20_000  #: env steps per seed (all envs together)
+    num_envs: int = 1  #: parallel envs per seed
+    train_frequency: int = 1  #: steps of every env between gradient steps
+    buffer_size: int = 20_000  #: replay capacity per seed (CleanRL 1e6)
+    learning_starts: int = 1_000  #: env steps of uniformly random actions before learning (CleanRL 5000)
+    batch_size: int = 256  #: transitions per gradient step
+    gamma: float = 0.99  #: discount (batchable)
+    tau: float = 0.005  #: Polyak step of the target critics (batchable)
+    policy_lr: float = 3e-4  #: Adam step size of the policy (batchable)
+    q_lr: float = 1e-3  #: Adam step size of the critics and of the temperature (batchable)
+    policy_frequency: int = 2  #: the policy takes this many steps every this many updates
+    target_network_frequency: int = 1  #: updates between Polyak steps of the target critics
+    autotune: bool = True  #: learn the temperature towards the target entropy -|A|
+    alpha: float = 0.2  #: fixed temperature when ``autotune`` is off (batchable)
+    hidden_sizes: tuple = (256, 256)  #: policy and critic hidden layers (relu)
+
+    def __post_init__(self):
+        check_config(
+            self,
+            positive=("policy_lr", "q_lr"),
+            unit=("gamma", "tau"),
+            ints=(
+                "total_timesteps",
+                "num_envs",
+                "train_frequency",
+                "buffer_size",
+                "batch_size",
+                "policy_frequency",
+                "target_network_frequency",
+            ),
+        )
+        _check_common(self)
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha > 0:
+            raise ValueError(f"config.alpha: expected a number > 0, got {self.alpha!r}")
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.train_frequency
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_timesteps // self.steps_per_update)
+
+
+#: Config fields that can differ per seed in one vmapped run (tensors in the state).
+HYPERPARAMS = ("gamma", "tau", "policy_lr", "q_lr", "alpha")
+
+
+# ---------------------------------------------------------------- the policy
+def squashed_gaussian_policy(spec: BoxSpec, hidden_sizes):
+    """CleanRL's SAC ``Actor``: an MLP giving mean and log-std of a tanh-squashed Gaussian.
+
+    One output layer of size ``2 |A|`` split in two is CleanRL's two heads
+    (``fc_mean`` and ``fc_logstd``): both are drawn from torch's default init
+    with the same fan-in.
+
+    Returns:
+      ``(init, distribution, sample)``:
+      ``distribution(params, obs [N, obs_dim]) -> TanhNormal`` (pre-squash
+      ``loc``/``scale`` ``[N, |A|]``, actions in ``(-1, 1)``);
+      ``sample(params, key, obs) -> (action [N, |A|] in the box, log_prob [N])``.
+    """
+    net = nn.mlp([spec.obs_dim, *hidden_sizes, 2 * spec.act_dim], activation="relu")
+
+    def distribution(params, obs):
+        mean, log_std = torch.chunk(net.apply(params, obs), 2, dim=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        return TanhNormal(mean, torch.exp(log_std))
+
+    def sample(params, key, obs):
+        scale = ((spec.high - spec.low) / 2).to(obs.device)
+        bias = ((spec.high + spec.low) / 2).to(obs.device)
+        y, log_prob = distribution(params, obs).sample_and_log_prob(key)
+        # change of variables for a = y * scale + bias
+        return y * scale + bias, log_prob - torch.log(scale).sum()
+
+    return net.init, distribution, sample
+
+
+# ---------------------------------------------------------------- state
+class SACState(NamedTuple):
+    """Everything one seed's training carries between updates (a pytree)."""
+
+    params: dict  #: {"actor": ..., "critic": {"q1": ..., "q2": ...}, "log_alpha": ()}
+    target_params: dict  #: Polyak-averaged copy of ``params["critic"]``
+    actor_opt_state: Any
+    critic_opt_state: Any  #: one Adam over both critics (CleanRL's ``q_optimizer``)
+    alpha_opt_state: Any
+    buffer: replay.ReplayState
+    env_state: Any  #: batched over num_envs
+    obs: torch.Tensor  #: [num_envs, *obs_shape]
+    key: torch.Tensor  #: (2,)
+    global_step: torch.Tensor  #: int64 (): env steps so far (all envs)
+    hparams: dict  #: name -> float tensor ()
+
+
+def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algorithm:
+    """SAC's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
+    spec = box_spec(env, env_params)
+    env = LogWrapper(env)
+    E, B = config.num_envs, config.batch_size
+    init_actor, _, sample_action = squashed_gaussian_policy(spec, config.hidden_sizes)
+    critic = q_network(spec, config.hidden_sizes)
+    target_entropy = -float(spec.act_dim)
+    tx = optim.scale_by_adam()  # learning rates are applied by hand (per-seed tensors)
+    env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
+    env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
+
+    # ---------------------------------------------------------------- init
+    def init(key, hparams=None) -> SACState:
+        k_actor, k_q1, k_q2, k_env, k_next = jr.split(key, 5)
+        hp = hyperparams_from_config(config, HYPERPARAMS, hparams, key.device)
+        # autotune starts from alpha = 1 (CleanRL); otherwise alpha stays at config.alpha
+        log_alpha = torch.zeros_like(hp["alpha"]) if config.autotune else torch.log(hp["alpha"])
+        params = {
+            "actor": init_actor(k_actor),
+            "critic": {"q1": critic.init(k_q1), "q2": critic.init(k_q2)},
+            "log_alpha": log_alpha,
+        }
+        obs, env_state = env_reset(jr.split(k_env, E), env_params)
+        return SACState(
+            params=params,
+            target_params=tree.map(torch.clone, params["critic"]),
+            actor_opt_state=tx.init(params["actor"]),
+            critic_opt_state=tx.init(params["critic"]),
+            alpha_opt_state=tx.init(params["log_alpha"]),
+            buffer=replay.init(replay_item(spec, key), config.buffer_size),
+            env_state=env_state,
+            obs=obs,
+            key=k_next,
+            global_step=torch.zeros((), dtype=torch.int64, device=key.device),
+            hparams=hp,
+        )
+
+    # ---------------------------------------------------------------- acting
+    def rollout_step(state: SACState):
+        key, k_policy, k_random, k_env = jr.split(state.key, 4)
+        obs = flat_obs(state.obs)
+        policy_action, _ = sample_action(state.params["actor"], k_policy, obs)
+        explore = state.global_step < config.learning_starts
+        action = torch.where(explore, uniform_actions(k_random, spec, E), policy_action)
+        next_obs, env_state, reward, terminated, truncated, info = env_step(
+            jr.split(k_env, E), state.env_state, action.reshape((E,) + spec.act_shape), env_params
+        )
+        buffer = replay.add(
+            state.buffer,
+            {
+                "obs": obs,
+                "action": action,
+                "reward": reward.to(torch.float32),
+                "next_obs": flat_obs(info["final_obs"]),  # not next_obs: that is the auto-reset one
+                "terminated": terminated,
+            },
+        )
+        step_info = StepInfo(
+            episode_return=info["returned_episode_returns"].to(torch.float32),
+            episode_length=info["returned_episode_lengths"].to(torch.float32),
+            episode_done=info["returned_episode"],
+        )
+        # clone: a fresh key keeps the compiled piece's input strides the same every call
+        state = state._replace(
+            buffer=buffer, env_state=env_state, obs=next_obs, key=key.clone(), global_step=state.global_step + E
+        )
+        return state, step_info
+
+    # ---------------------------------------------------------------- learning
+    def is_learning(state: SACState) -> torch.Tensor:
+        return state.global_step >= config.learning_starts
+
+    def update_index(state: SACState) -> torch.Tensor:
+        """The number of the current update, from 0 (the rollout of this update has run)."""
+        return state.global_step // config.steps_per_update - 1
+
+    def critic_loss_fn(critic_params, batch, target):
+        q1 = critic.apply(critic_params["q1"], batch["obs"], batch["action"])
+        q2 = critic.apply(critic_params["q2"], batch["obs"], batch["action"])
+        loss = ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean()
+        return loss, {"critic_loss": loss, "q_value": q1.mean()}
+
+    def learn_critic(state: SACState, step_infos: list):
+        """One soft-Q step on a fresh batch and the Polyak step of the targets.
+
+        Returns the new state, the batch's observations (the policy's next
+        steps use them, as CleanRL) and the metrics.
+        """
+        traj = tree.stack(step_infos)  # leaves [train_frequency, E]
+        metrics = episode_metrics(traj.episode_return, traj.episode_length, traj.episode_done)
+        hp = state.hparams
+        key, k_batch, k_next = jr.split(state.key, 3)
+        batch = replay.sample(state.buffer, k_batch, B)
+        params = state.params
+
+        with torch.no_grad():
+            alpha = torch.exp(params["log_alpha"])
+            next_action, next_log_prob = sample_action(params["actor"], k_next, batch["next_obs"])
+            q1_next = critic.apply(state.target_params["q1"], batch["next_obs"], next_action)
+            q2_next = critic.apply(state.target_params["q2"], batch["next_obs"], next_action)
+            soft_value = torch.minimum(q1_next, q2_next) - alpha * next_log_prob
+            target = batch["reward"] + hp["gamma"] * (~batch["terminated"]).to(torch.float32) * soft_value
+        grads, metrics_q = torch.func.grad(critic_loss_fn, has_aux=True)(params["critic"], batch, target)
+        updates, critic_opt_state = tx.update(grads, state.critic_opt_state)
+        new_critic = optim.apply_updates(params["critic"], tree.map(lambda u: -hp["q_lr"] * u, updates))
+
+        learning = is_learning(state)
+        critic_params = select(learning, new_critic, params["critic"])
+        target_turn = learning & (torch.remainder(update_index(state), config.target_network_frequency) == 0)
+        targets = select(
+            target_turn, optim.incremental_update(critic_params, state.target_params, hp["tau"]), state.target_params
+        )
+        state = state._replace(
+            params={**params, "critic": critic_params},
+            target_params=targets,
+            critic_opt_state=select(learning, critic_opt_state, state.critic_opt_state),
+            key=key.clone(),
+        )
+        metrics.update(metrics_q)
+        return state, batch["obs"], metrics
+
+    def actor_loss_fn(actor_params, critic_params, alpha, key, obs):
+        action, log_prob = sample_action(actor_params, key, obs)
+        q1 = critic.apply(critic_params["q1"], obs, action)
+        q2 = critic.apply(critic_params["q2"], obs, action)
+        loss = (alpha * log_prob - torch.minimum(q1, q2)).mean()
+        return loss, {"actor_loss": loss}
+
+    def alpha_loss_fn(log_alpha, log_prob):
+        loss = (-torch.exp(log_alpha) * (log_prob + target_entropy)).mean()
+        return loss, {"alpha_loss": loss}
+
+    def learn_actor(state: SACState, obs: torch.Tensor):
+        """One policy step and one temperature step, kept every ``policy_frequency``-th update."""
+        hp = state.hparams
+        params = state.params
+        key, k_actor, k_alpha = jr.split(state.key, 3)
+        alpha = torch.exp(params["log_alpha"]).detach()
+        grads, metrics = torch.func.grad(actor_loss_fn, has_aux=True)(params["actor"], params["critic"], alpha, k_actor, obs)
+        updates, actor_opt_state = tx.update(grads, state.actor_opt_state)
+        new_actor = optim.apply_updates(params["actor"], tree.map(lambda u: -hp["policy_lr"] * u, updates))
+
+        # the temperature sees fresh actions of the updated policy (CleanRL)
+        with torch.no_grad():
+            _, log_prob = sample_action(new_actor, k_alpha, obs)
+        grad_alpha, metrics_alpha = torch.func.grad(alpha_loss_fn, has_aux=True)(params["log_alpha"], log_prob)
+        update_alpha, alpha_opt_state = tx.update(grad_alpha, state.alpha_opt_state)
+        new_log_alpha = params["log_alpha"] - hp["q_lr"] * update_alpha
+
+        actor_turn = is_learning(state) & (torch.remainder(update_index(state), config.policy_frequency) == 0)
+        alpha_turn = actor_turn & config.autotune
+        state = state._replace(
+            params={
+                **params,
+                "actor": select(actor_turn, new_actor, params["actor"]),
+                "log_alpha": torch.where(alpha_turn, new_log_alpha, params["log_alpha"]),
+            },
+            actor_opt_state=select(actor_turn, actor_opt_state, state.actor_opt_state),
+            alpha_opt_state=select(alpha_turn, alpha_opt_state, state.alpha_opt_state),
+            key=key.clone(),
+        )
+        metrics.update(metrics_alpha)
+        metrics["alpha"] = alpha
+        metrics["entropy"] = -log_prob.mean()
+        return state, metrics
+
+    rollout_step_l = lift(rollout_step)
+    learn_critic_l = lift(learn_critic)
+    learn_actor_l = lift(learn_actor)
+
+    # ---------------------------------------------------------------- the glue
+    def update(state: SACState):
+        step_infos = []
+        for _ in range(config.train_frequency):
+            state, step_info = rollout_step_l(state)
+            step_infos.append(step_info)
+        state, obs, metrics = learn_critic_l(state, step_infos)
+        actor_metrics = []
+        for _ in range(config.policy_frequency):
+            state, m = learn_actor_l(state, obs)
+            actor_metrics.append(m)
+        metrics = dict(metrics)
+        metrics.update({k: torch.stack([m[k] for m in actor_metrics]).mean(0) for k in actor_metrics[0]})
+        return state, metrics
+
+    return Algorithm(init=init, update=update, num_updates=config.num_updates, steps_per_update=config.steps_per_update)
+
+
+def make_train(config: Config, env, env_params):
+    """``train(key, hparams=None) -> (state, metrics)``: a whole SAC run for one seed, pure.
+
+    ``torch.func.vmap(train)(keys)`` trains one seed per key; ``hparams`` sweeps
+    the batchable fields in :data:`HYPERPARAMS` (tensors with the seed axis).
+    """
+    return make_train_from(make_algorithm, config, env, env_params)
+
+
+def evaluation_policy(config: Config, env, env_params):
+    """``act(state, key, obs[K, ...]) -> actions[K, *action_shape]``: ``tanh(mean)`` scaled to the box."""
+    spec = box_spec(env, env_params)
+    _, distribution, _ = squashed_gaussian_policy(spec, config.hidden_sizes)
+
+    def act(state: SACState, key, obs):
+        scale = ((spec.high - spec.low) / 2).to(obs.device)
+        bias = ((spec.high + spec.low) / 2).to(obs.device)
+        a = distribution(state.params["actor"], flat_obs(obs)).mode() * scale + bias
+        return a.reshape((obs.shape[0],) + spec.act_shape)
+
+    return act

@@ -1,0 +1,281 @@
+"""Twin Delayed DDPG (Fujimoto et al., 2018), CleanRL-style, as pure pieces.
+
+TD3 is DDPG (``funrl.algorithms.ddpg``, whose networks, replay layout and
+action helpers it reuses) with three changes, all in :func:`learn`:
+
+1. *twin critics*: two Q-networks, the target is the smaller of the two target
+   values (against overestimation);
+2. *target policy smoothing*: the target action gets clipped Gaussian noise
+   (``policy_noise`` 0.2, clipped to ``noise_clip`` 0.5, in units of the
+   action scale);
+3. *delayed policy updates*: the actor and the targets move every
+   ``policy_frequency`` (2) critic steps.
+
+Read top to bottom: Config -> state -> init -> rollout_step -> learn -> update
+(the glue) -> make_train.  Defaults are CleanRL's ``td3_continuous_action.py``
+(256-256 relu networks with torch's default init, Adam lr 3e-4, gamma 0.99,
+tau 0.005, batch 256, exploration noise 0.1) with Pendulum-v1's budget:
+``learning_starts`` 1000 instead of 25k, ``learning_rate`` 1e-3 (SB3 zoo) and
+a 20k-slot buffer instead of 1e6 (see ``ddpg``'s module docstring for why).
+
+Episode ends and branch-free learning starts / delays work as in ``ddpg``:
+``info["final_obs"]`` is stored as ``next_obs``, only ``terminated`` stops the
+bootstrap, and every update computes both gradient steps and keeps them with
+``torch.where`` on the step counter.
+
+Usage::
+
+    env, env_params = funrl.envs.make("Pendulum-v1")
+    train = td3.make_train(td3.Config(), env, env_params)
+    state, metrics = train(funrl.random.key(0))
+    states, metrics = torch.func.vmap(train)(funrl.random.split(key, 8))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import torch
+
+from funrl import optim, tree
+from funrl import random as jr
+from funrl.algorithms import replay
+from funrl.algorithms.common import (
+    Algorithm,
+    check_config,
+    episode_metrics,
+    hyperparams_from_config,
+    identity_lift,
+    make_train_from,
+)
+from funrl.algorithms.ddpg import (
+    StepInfo,
+    _check_common,
+    box_spec,
+    clip_actions,
+    deterministic_actor,
+    flat_obs,
+    q_network,
+    replay_item,
+    select,
+    uniform_actions,
+)
+from funrl.envs.wrappers import LogWrapper
+from funrl.losses.exploration import add_gaussian_noise
+from funrl.losses.policy_gradients import dpg_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """TD3 hyper-parameters (CleanRL's, with Pendulum-v1's budget; see the module docstring)."""
+
+    total_timesteps: int = 20_000  #: env steps per seed (all envs together)
+    num_envs: int = 1  #: parallel envs per seed
+    train_frequency: int = 1  #: steps of every env between gradient steps
+    buffer_size: int = 20_000  #: replay capacity per seed (CleanRL 1e6)
+    learning_starts: int = 1_000  #: env steps of uniformly random actions before learning
+    batch_size: int = 256  #: transitions per gradient step
+    learning_rate: float = 1e-3  #: Adam step size of actor and critics (batchable; CleanRL 3e-4)
+    gamma: float = 0.99  #: discount (batchable)
+    tau: float = 0.005  #: Polyak step of the target networks (batchable)
+    exploration_noise: float = 0.1  #: Gaussian action noise, in units of the action scale (batchable)
+    policy_noise: float = 0.2  #: target smoothing noise, in units of the action scale (batchable)
+    noise_clip: float = 0.5  #: clip of the target smoothing noise, same units (batchable)
+    policy_frequency: int = 2  #: critic steps between actor (and target) updates
+    hidden_sizes: tuple = (256, 256)  #: actor and critic hidden layers (relu)
+
+    def __post_init__(self):
+        check_config(
+            self,
+            positive=("learning_rate",),
+            unit=("gamma", "tau"),
+            ints=("total_timesteps", "num_envs", "train_frequency", "buffer_size", "batch_size", "policy_frequency"),
+        )
+        _check_common(self)
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.train_frequency
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_timesteps // self.steps_per_update)
+
+
+#: Config fields that can differ per seed in one vmapped run (tensors in the state).
+HYPERPARAMS = ("learning_rate", "gamma", "tau", "exploration_noise", "policy_noise", "noise_clip")
+
+
+class TD3State(NamedTuple):
+    """Everything one seed's training carries between updates (a pytree)."""
+
+    params: dict  #: {"actor": ..., "critic": {"q1": ..., "q2": ...}}
+    target_params: dict  #: Polyak-averaged copies of ``params``
+    actor_opt_state: Any
+    critic_opt_state: Any  #: one Adam over both critics (CleanRL's ``q_optimizer``)
+    buffer: replay.ReplayState
+    env_state: Any  #: batched over num_envs
+    obs: torch.Tensor  #: [num_envs, *obs_shape]
+    key: torch.Tensor  #: (2,)
+    global_step: torch.Tensor  #: int64 (): env steps so far (all envs)
+    hparams: dict  #: name -> float tensor ()
+
+
+def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algorithm:
+    """TD3's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
+    spec = box_spec(env, env_params)
+    env = LogWrapper(env)
+    E, B = config.num_envs, config.batch_size
+    actor = deterministic_actor(spec, config.hidden_sizes)
+    critic = q_network(spec, config.hidden_sizes)
+    tx = optim.scale_by_adam()  # the learning rate is applied by hand (a per-seed tensor)
+    env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
+    env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
+
+    # ---------------------------------------------------------------- init
+    def init(key, hparams=None) -> TD3State:
+        k_actor, k_q1, k_q2, k_env, k_next = jr.split(key, 5)
+        params = {"actor": actor.init(k_actor), "critic": {"q1": critic.init(k_q1), "q2": critic.init(k_q2)}}
+        obs, env_state = env_reset(jr.split(k_env, E), env_params)
+        return TD3State(
+            params=params,
+            target_params=tree.map(torch.clone, params),
+            actor_opt_state=tx.init(params["actor"]),
+            critic_opt_state=tx.init(params["critic"]),
+            buffer=replay.init(replay_item(spec, key), config.buffer_size),
+            env_state=env_state,
+            obs=obs,
+            key=k_next,
+            global_step=torch.zeros((), dtype=torch.int64, device=key.device),
+            hparams=hyperparams_from_config(config, HYPERPARAMS, hparams, key.device),
+        )
+
+    # ---------------------------------------------------------------- acting (as DDPG)
+    def rollout_step(state: TD3State):
+        key, k_noise, k_random, k_env = jr.split(state.key, 4)
+        obs = flat_obs(state.obs)
+        scale = (spec.high - spec.low).to(obs.device) / 2
+        policy_action = actor.apply(state.params["actor"], obs)
+        noisy = clip_actions(add_gaussian_noise(k_noise, policy_action, scale * state.hparams["exploration_noise"]), spec)
+        explore = state.global_step < config.learning_starts
+        action = torch.where(explore, uniform_actions(k_random, spec, E), noisy)
+        next_obs, env_state, reward, terminated, truncated, info = env_step(
+            jr.split(k_env, E), state.env_state, action.reshape((E,) + spec.act_shape), env_params
+        )
+        buffer = replay.add(
+            state.buffer,
+            {
+                "obs": obs,
+                "action": action,
+                "reward": reward.to(torch.float32),
+                "next_obs": flat_obs(info["final_obs"]),  # not next_obs: that is the auto-reset one
+                "terminated": terminated,
+            },
+        )
+        step_info = StepInfo(
+            episode_return=info["returned_episode_returns"].to(torch.float32),
+            episode_length=info["returned_episode_lengths"].to(torch.float32),
+            episode_done=info["returned_episode"],
+        )
+        # clone: a fresh key keeps the compiled piece's input strides the same every call
+        state = state._replace(
+            buffer=buffer, env_state=env_state, obs=next_obs, key=key.clone(), global_step=state.global_step + E
+        )
+        return state, step_info
+
+    # ---------------------------------------------------------------- learning
+    def critic_loss_fn(critic_params, batch, target):
+        q1 = critic.apply(critic_params["q1"], batch["obs"], batch["action"])
+        q2 = critic.apply(critic_params["q2"], batch["obs"], batch["action"])
+        loss = ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean()
+        return loss, {"critic_loss": loss, "q_value": q1.mean()}
+
+    def actor_loss_fn(actor_params, q1_params, obs):
+        a = actor.apply(actor_params, obs)
+        # the actor follows the first critic only (as in the paper and CleanRL)
+        dqda, q_sum = torch.func.grad_and_value(lambda act: critic.apply(q1_params, obs, act).sum())(a.detach())
+        # dpg_loss is elementwise without dqda_clipping, so one call on the flattened
+        # batch equals the per-sample losses (and skips a vmap)
+        loss = dpg_loss(a.reshape(-1), dqda.reshape(-1)).sum() / obs.shape[0]
+        return loss, {"actor_loss": -q_sum / obs.shape[0]}
+
+    def learn(state: TD3State, step_infos: list):
+        """One twin-critic step, the actor and target step every ``policy_frequency``-th update."""
+        traj = tree.stack(step_infos)  # leaves [train_frequency, E]
+        metrics = episode_metrics(traj.episode_return, traj.episode_length, traj.episode_done)
+        hp = state.hparams
+        lr = hp["learning_rate"]
+        key, k_batch, k_smooth = jr.split(state.key, 3)
+        batch = replay.sample(state.buffer, k_batch, B)
+        params, targets = state.params, state.target_params
+
+        with torch.no_grad():
+            scale = (spec.high - spec.low).to(lr.device) / 2
+            noise = jr.normal(k_smooth, (B, spec.act_dim), torch.float32) * hp["policy_noise"]
+            noise = torch.clamp(noise, -hp["noise_clip"], hp["noise_clip"]) * scale
+            next_action = clip_actions(actor.apply(targets["actor"], batch["next_obs"]) + noise, spec)
+            q1_next = critic.apply(targets["critic"]["q1"], batch["next_obs"], next_action)
+            q2_next = critic.apply(targets["critic"]["q2"], batch["next_obs"], next_action)
+            not_terminal = (~batch["terminated"]).to(torch.float32)
+            target = batch["reward"] + hp["gamma"] * not_terminal * torch.minimum(q1_next, q2_next)
+        grads, critic_aux = torch.func.grad(critic_loss_fn, has_aux=True)(params["critic"], batch, target)
+        updates, critic_opt_state = tx.update(grads, state.critic_opt_state)
+        new_critic = optim.apply_updates(params["critic"], tree.map(lambda u: -lr * u, updates))
+
+        grads, actor_aux = torch.func.grad(actor_loss_fn, has_aux=True)(params["actor"], new_critic["q1"], batch["obs"])
+        updates, actor_opt_state = tx.update(grads, state.actor_opt_state)
+        new_actor = optim.apply_updates(params["actor"], tree.map(lambda u: -lr * u, updates))
+
+        learning = state.global_step >= config.learning_starts
+        update_index = state.global_step // config.steps_per_update - 1  # this update's number, from 0
+        actor_turn = learning & (torch.remainder(update_index, config.policy_frequency) == 0)
+        new_params = {
+            "actor": select(actor_turn, new_actor, params["actor"]),
+            "critic": select(learning, new_critic, params["critic"]),
+        }
+        new_targets = select(actor_turn, optim.incremental_update(new_params, targets, hp["tau"]), targets)
+        state = state._replace(
+            params=new_params,
+            target_params=new_targets,
+            actor_opt_state=select(actor_turn, actor_opt_state, state.actor_opt_state),
+            critic_opt_state=select(learning, critic_opt_state, state.critic_opt_state),
+            key=key.clone(),
+        )
+        metrics.update(critic_aux)
+        metrics.update(actor_aux)
+        return state, metrics
+
+    rollout_step_l = lift(rollout_step)
+    learn_l = lift(learn)
+
+    # ---------------------------------------------------------------- the glue
+    def update(state: TD3State):
+        step_infos = []
+        for _ in range(config.train_frequency):
+            state, step_info = rollout_step_l(state)
+            step_infos.append(step_info)
+        return learn_l(state, step_infos)
+
+    return Algorithm(init=init, update=update, num_updates=config.num_updates, steps_per_update=config.steps_per_update)
+
+
+def make_train(config: Config, env, env_params):
+    """``train(key, hparams=None) -> (state, metrics)``: a whole TD3 run for one seed, pure.
+
+    ``torch.func.vmap(train)(keys)`` trains one seed per key; ``hparams`` sweeps
+    the batchable fields in :data:`HYPERPARAMS` (tensors with the seed axis).
+    """
+    return make_train_from(make_algorithm, config, env, env_params)
+
+
+def evaluation_policy(config: Config, env, env_params):
+    """``act(state, key, obs[K, ...]) -> actions[K, *action_shape]``: the deterministic actor, no noise."""
+    spec = box_spec(env, env_params)
+    actor = deterministic_actor(spec, config.hidden_sizes)
+
+    def act(state: TD3State, key, obs):
+        a = actor.apply(state.params["actor"], flat_obs(obs))
+        return a.reshape((obs.shape[0],) + spec.act_shape)
+
+    return act

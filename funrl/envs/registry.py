@@ -1,0 +1,189 @@
+"""``make(env_id)``: gymnasium ids to funrl environments and params.
+
+Entries are lazy (module path, class name, constructor kwargs, param
+defaults) so ``import funrl.envs`` imports no environment module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+from typing import Any
+
+import torch
+
+__all__ = ["EnvSpec", "register", "make", "spec", "list_envs"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """A registry entry.
+
+    Attributes:
+      id: the gymnasium-style id, e.g. ``"CartPole-v1"``.
+      module: module path of the env class (imported on :func:`make`).
+      cls: class name in that module.
+      kwargs: constructor keyword arguments.
+      params: param overrides applied on top of ``default_params`` (e.g. ``max_episode_steps``).
+      reward_threshold: gymnasium's reward threshold (None if it has none).
+    """
+
+    id: str
+    module: str
+    cls: str
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    params: dict = dataclasses.field(default_factory=dict)
+    reward_threshold: float | None = None
+
+    @property
+    def max_episode_steps(self) -> int | None:
+        """The registered time limit, if the entry sets one."""
+        return self.params.get("max_episode_steps")
+
+
+_REGISTRY: dict[str, EnvSpec] = {}
+
+
+def register(
+    env_id: str,
+    module: str,
+    cls: str,
+    kwargs: dict | None = None,
+    params: dict | None = None,
+    reward_threshold: float | None = None,
+) -> None:
+    """Add (or replace) a registry entry; the module is imported only by :func:`make`."""
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"env_id: expected a non-empty str, got {env_id!r}")
+    _REGISTRY[env_id] = EnvSpec(env_id, module, cls, dict(kwargs or {}), dict(params or {}), reward_threshold)
+
+
+def list_envs() -> list[str]:
+    """Sorted registered ids."""
+    return sorted(_REGISTRY)
+
+
+def spec(env_id: str) -> EnvSpec:
+    """The registry entry of ``env_id``; ValueError (with close matches) if unknown."""
+    if not isinstance(env_id, str):
+        raise TypeError(f"env_id: expected a str, got {type(env_id).__name__}")
+    if env_id not in _REGISTRY:
+        close = difflib.get_close_matches(env_id, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"env_id: unknown environment {env_id!r}.{hint} Known ids: {', '.join(list_envs())}")
+    return _REGISTRY[env_id]
+
+
+def _constructor_args(cls) -> set[str]:
+    sig = inspect.signature(cls.__init__)
+    return {
+        n
+        for n, p in sig.parameters.items()
+        if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def _override(params, overrides: dict, valid_extra: set[str], env_id: str):
+    fields = {f.name for f in dataclasses.fields(params)}
+    unknown = [k for k in overrides if k not in fields]
+    if unknown:
+        valid = sorted(fields | valid_extra)
+        close = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
+        hints = "; ".join(f"{k!r} (did you mean {c[0]!r}?)" if c else repr(k) for k, c in close.items())
+        raise ValueError(
+            f"{env_id}: unknown parameter override(s) {hints}. Valid names: {', '.join(valid)}"
+        )
+    new = {}
+    for k, v in overrides.items():
+        old = getattr(params, k)
+        if isinstance(old, torch.Tensor):
+            if isinstance(v, bool) or not isinstance(v, (int, float, torch.Tensor)):
+                raise TypeError(f"{k}: expected a number or a tensor, got {type(v).__name__}")
+            if isinstance(v, float) and not old.is_floating_point():
+                if v != int(v):
+                    raise ValueError(f"{k}: expected an integer, got {v}")
+                v = int(v)
+            new[k] = torch.as_tensor(v, dtype=old.dtype, device=old.device).clone()
+        else:
+            new[k] = v
+    return dataclasses.replace(params, **new)
+
+
+def make(env_id: str, dtype: torch.dtype = torch.float32, **overrides: Any):
+    """Make an environment and its default params.
+
+    Args:
+      env_id: a registered id (see :func:`list_envs`), e.g. ``"CartPole-v1"``.
+      dtype: float dtype of params, states and observations (float32 or float64).
+      **overrides: keyword arguments of the env class's constructor (e.g.
+        ``map_name="8x8"``) go to the constructor; the rest replace param
+        fields (e.g. ``length=0.7``, ``max_episode_steps=100``) and may be
+        numbers or tensors (a tensor with a leading axis gives batched params
+        for :func:`funrl.envs.vmap_step` with ``batched_params=True``).
+
+    Returns:
+      ``(env, params)``.
+
+    Raises:
+      ValueError: unknown id (close matches suggested) or unknown override name
+        (valid names listed).
+    """
+    s = spec(env_id)
+    if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        raise TypeError(f"dtype: expected a torch floating dtype, got {dtype!r}")
+    cls = getattr(importlib.import_module(s.module), s.cls)
+    ctor = _constructor_args(cls)
+    kwargs = dict(s.kwargs)
+    param_over = dict(s.params)
+    for k, v in overrides.items():
+        if k in ctor:
+            kwargs[k] = v
+        else:
+            param_over[k] = v
+    env = cls(**kwargs)
+    env.spec = s
+    params = env.default_params(dtype)
+    params = _override(params, param_over, ctor, env_id)
+    return env, params
+
+
+_CC = "funrl.envs."
+register("CartPole-v0", _CC + "cartpole", "CartPole", params={"max_episode_steps": 200}, reward_threshold=195.0)
+register("CartPole-v1", _CC + "cartpole", "CartPole", params={"max_episode_steps": 500}, reward_threshold=475.0)
+register("Pendulum-v1", _CC + "pendulum", "Pendulum", params={"max_episode_steps": 200})
+register("MountainCar-v0", _CC + "mountain_car", "MountainCar", params={"max_episode_steps": 200}, reward_threshold=-110.0)
+register(
+    "MountainCarContinuous-v0",
+    _CC + "mountain_car",
+    "MountainCarContinuous",
+    params={"max_episode_steps": 999},
+    reward_threshold=90.0,
+)
+register("Acrobot-v1", _CC + "acrobot", "Acrobot", params={"max_episode_steps": 500}, reward_threshold=-100.0)
+# tabular envs (funrl/envs/tabular.py).  gymnasium 1.4 names CliffWalking-v1
+# and Taxi-v4; their default (non-slippery, non-rainy) dynamics equal v0/v3.
+_TAB = _CC + "tabular"
+register(
+    "FrozenLake-v1",
+    _TAB,
+    "FrozenLake",
+    kwargs={"map_name": "4x4", "is_slippery": True},
+    params={"max_episode_steps": 100},
+    reward_threshold=0.70,
+)
+register(
+    "FrozenLake8x8-v1",
+    _TAB,
+    "FrozenLake",
+    kwargs={"map_name": "8x8", "is_slippery": True},
+    params={"max_episode_steps": 200},
+    reward_threshold=0.85,
+)
+register("CliffWalking-v0", _TAB, "CliffWalking")
+register("CliffWalking-v1", _TAB, "CliffWalking")
+register("Taxi-v3", _TAB, "Taxi", params={"max_episode_steps": 200}, reward_threshold=8.0)
+register("Taxi-v4", _TAB, "Taxi", params={"max_episode_steps": 200}, reward_threshold=8.0)
+
+del _CC, _TAB

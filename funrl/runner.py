@@ -1,0 +1,396 @@
+"""``funrl.run``: train many seeds with progress, a results folder, checkpoints and resume.
+
+This is what ``funrl train`` calls; notebooks call it directly::
+
+    results = funrl.run("ppo", env="CartPole-v1", seeds=8, total_steps=100_000, out="runs/ppo")
+    results["summary"]["iqm"]
+
+The results folder holds ``config.json`` (resolved config, versions, device),
+``metrics.csv`` (one row per update per seed), ``summary.json`` (IQM, 95%
+bootstrap CI, mean, per-seed final returns, wall time, SPS), ``checkpoints/``
+and, with matplotlib installed, ``learning_curve.png``.
+
+Seeds: seed *i* trains with ``fold_in(key(seed), i)``, whatever the number of
+seeds, so runs with different seed counts (or seeds split across processes)
+agree seed by seed.
+
+Resume: the whole training state (params, optimizer state, env states, replay
+buffers, keys, counters) and the metrics so far are checkpointed atomically
+every ``checkpoint_every`` updates; ``run(..., resume=DIR)`` continues from the
+newest good checkpoint and reaches the same final parameters, bit for bit on
+CPU, as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from typing import Any
+
+import torch
+
+import funrl
+from funrl import checkpoint as ckpt
+from funrl import random as jr
+from funrl import stats, tree
+from funrl.algorithms import DEFAULT_ENVS, get
+from funrl.algorithms.common import Runner
+
+__all__ = ["run", "resolve_config", "parse_value", "seed_keys", "final_returns", "load_run"]
+
+
+# ------------------------------------------------------------------ configuration
+def parse_value(field: dataclasses.Field, default: Any, text: str):
+    """Parse a command-line string for a Config field, typed like its default.
+
+    Raises:
+      ValueError: naming the field, the expected type and the given text.
+    """
+    name = f"config.{field.name}"
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}: expected a bool (true/false), got {text!r}")
+    if isinstance(default, int):
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            try:
+                f = float(text)
+            except ValueError:
+                f = math.nan
+            if f == f and f.is_integer():
+                return int(f)
+            raise ValueError(f"{name}: expected an int, got {text!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{name}: expected a float, got {text!r}") from None
+    if isinstance(default, tuple):
+        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
+        try:
+            return tuple(int(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"{name}: expected comma-separated ints like 64,64, got {text!r}") from None
+    if isinstance(default, str):
+        return text
+    raise ValueError(f"{name}: cannot be set from the command line (type {type(default).__name__})")
+
+
+def resolve_config(algo: str, env_id: str | None = None, total_steps: int | None = None, overrides: dict | None = None):
+    """The algorithm module, the env id and the resolved ``Config``.
+
+    Precedence: the Config's defaults < the module's ``ENV_CONFIGS[env_id]`` <
+    ``total_steps`` < ``overrides`` (values may be strings from the command
+    line; they are parsed to each field's type).
+    """
+    module = get(algo)
+    env_id = env_id or DEFAULT_ENVS[algo.lower()]
+    fields = {f.name: f for f in dataclasses.fields(module.Config)}
+    base = module.Config()
+    values = dict(getattr(module, "ENV_CONFIGS", {}).get(env_id, {}))
+    if total_steps is not None:
+        values["total_timesteps"] = int(total_steps)
+    for k, v in (overrides or {}).items():
+        if k not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(k, list(fields), n=2)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"--set {k}: unknown {algo} config field{hint}; fields: {', '.join(fields)}")
+        values[k] = parse_value(fields[k], getattr(base, k), v) if isinstance(v, str) else v
+    return module, env_id, dataclasses.replace(base, **values)
+
+
+def seed_keys(seed: int, num_seeds: int, device="cpu", first: int = 0) -> torch.Tensor:
+    """Keys ``(num_seeds, 2)``: row i is ``fold_in(key(seed), first + i)`` (independent of ``num_seeds``)."""
+    base = jr.key(seed, device=device)
+    return torch.stack([jr.fold_in(base, first + i) for i in range(num_seeds)])
+
+
+def final_returns(history: dict, window_frac: float = 0.05) -> torch.Tensor:
+    """Per-seed return at the end of training: mean ``episode_return`` over the last updates with episodes.
+
+    Args:
+      history: metrics stacked over updates, leaves ``[U, S]``.
+
+    Returns:
+      float64 ``[S]``.
+    """
+    ret = history["episode_return"].double()
+    eps = history["episodes"].double()
+    U = ret.shape[0]
+    w = max(1, int(math.ceil(U * window_frac)))
+    r, e = ret[-w:], (eps[-w:] > 0).double()
+    return (r * e).sum(0) / e.sum(0).clamp(min=1.0)
+
+
+# ------------------------------------------------------------------ files
+def _metrics_csv(history: dict, steps_per_update: int, first_update: int = 0) -> str:
+    names = list(history)
+    U, S = history[names[0]].shape
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["update", "seed", "env_steps", *names])
+    cols = {n: history[n].detach().double().cpu().tolist() for n in names}
+    for u in range(U):
+        for s in range(S):
+            w.writerow([first_update + u + 1, s, (first_update + u + 1) * steps_per_update] + [repr(cols[n][u][s]) for n in names])
+    return buf.getvalue()
+
+
+def load_run(directory: str) -> dict:
+    """Read a results folder: ``config.json``, ``summary.json`` (if present) and ``metrics.csv`` as tensors.
+
+    Returns:
+      dict with ``config``, ``summary`` and ``metrics`` (name -> float64 tensor ``[U, S]``) and ``env_steps`` ``[U]``.
+    """
+    with open(os.path.join(directory, "config.json")) as f:
+        config = json.load(f)
+    summary = None
+    if os.path.exists(os.path.join(directory, "summary.json")):
+        with open(os.path.join(directory, "summary.json")) as f:
+            summary = json.load(f)
+    with open(os.path.join(directory, "metrics.csv")) as f:
+        rows = list(csv.reader(f))
+    header, rows = rows[0], rows[1:]
+    names = header[3:]
+    updates = sorted({int(r[0]) for r in rows})
+    seeds = sorted({int(r[1]) for r in rows})
+    idx_u = {u: i for i, u in enumerate(updates)}
+    metrics = {n: torch.full((len(updates), len(seeds)), math.nan, dtype=torch.float64) for n in names}
+    env_steps = torch.zeros(len(updates), dtype=torch.float64)
+    for r in rows:
+        u, s = idx_u[int(r[0])], int(r[1])
+        env_steps[u] = float(r[2])
+        for n, v in zip(names, r[3:]):
+            metrics[n][u, s] = float(v)
+    return {"config": config, "summary": summary, "metrics": metrics, "env_steps": env_steps, "directory": directory}
+
+
+# ------------------------------------------------------------------ progress
+class _Progress:
+    """tqdm bar on a terminal, plain periodic lines otherwise (CI logs stay readable)."""
+
+    def __init__(self, total_steps: int, enabled: bool, label: str):
+        self.enabled = enabled
+        self.label = label
+        self.total = total_steps
+        self.bar = None
+        self.last_line = 0.0
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, unit="step", unit_scale=True, desc=label, dynamic_ncols=True)
+
+    def update(self, env_steps: int, sps: float, ret_mean: float, ret_iqm: float):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.n = env_steps
+            self.bar.set_postfix(sps=f"{sps:,.0f}", ret_mean=f"{ret_mean:.1f}", ret_iqm=f"{ret_iqm:.1f}", refresh=False)
+            self.bar.refresh()
+            return
+        now = time.perf_counter()
+        if now - self.last_line >= 5.0 or env_steps >= self.total:
+            self.last_line = now
+            pct = 100.0 * env_steps / max(self.total, 1)
+            print(
+                f"[{self.label}] {env_steps:,}/{self.total:,} steps ({pct:.0f}%)  sps {sps:,.0f}  "
+                f"return mean {ret_mean:.1f}  iqm {ret_iqm:.1f}",
+                flush=True,
+            )
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ------------------------------------------------------------------ the run
+def run(
+    algo: str = "ppo",
+    env: str | None = None,
+    seeds: int = 8,
+    total_steps: int | None = None,
+    out: str | None = None,
+    device: str = "cpu",
+    compile: bool = True,
+    seed: int = 0,
+    resume: str | None = None,
+    checkpoint_every: int = 50,
+    chunk_size: int = 10,
+    progress: bool = True,
+    plot: bool = True,
+    hparams: dict | None = None,
+    **overrides,
+) -> dict:
+    """Train ``seeds`` seeds of ``algo`` on ``env`` and write a results folder.
+
+    Args:
+      algo: algorithm name (``funrl algos``).
+      env: gymnasium-style env id (default: the one the algorithm is tuned for).
+      seeds: number of seeds, trained together (vmapped, compiled).
+      total_steps: env steps per seed (default: the Config's ``total_timesteps``).
+      out: results folder (default ``runs/<algo>-<env>-<timestamp>``).
+      device: ``"cpu"`` or ``"cuda"``.
+      compile: compile the vmapped pieces (False: eager vmap, same numbers up to rounding).
+      seed: base seed; seed i uses ``fold_in(key(seed), i)``.
+      resume: a results folder to continue from its newest good checkpoint
+        (its config.json fixes algo, env, seeds, config, device and compile; other arguments are ignored).
+      checkpoint_every: updates between checkpoints.
+      chunk_size: updates between progress reports.
+      progress: show progress.
+      plot: write ``learning_curve.png`` when matplotlib is installed.
+      hparams: optional per-seed values of batchable hyper-parameters (name -> list/tensor of length ``seeds``).
+      **overrides: Config fields.
+
+    Returns:
+      dict with ``summary`` (as in summary.json), ``metrics`` (name -> tensor
+      ``[U, S]``), ``state`` (the final batched training state) and ``out``.
+    """
+    start_update = 0
+    history_prev = None
+    if resume is not None:
+        with open(os.path.join(resume, "config.json")) as f:
+            saved = json.load(f)
+        algo, env, seeds, seed = saved["algo"], saved["env"], saved["seeds"], saved["seed"]
+        overrides = saved["config"]
+        total_steps = None
+        hparams = saved.get("hparams")
+        # Resume exactly as the run started: compiled and eager kernels round differently,
+        # so switching mode midway would break bit-for-bit equality with an uninterrupted run.
+        compile = saved.get("compile", compile)
+        device = saved.get("device", device)
+        out = resume
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds: expected an int >= 1, got {seeds!r}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every: expected an int >= 1, got {checkpoint_every!r}")
+    module, env_id, config = resolve_config(algo, env, total_steps, overrides)
+    env_obj, env_params = funrl.envs.make(env_id)
+    env_params = tree.map(lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, env_params)
+    runner = Runner(module.make_algorithm, config, env_obj, env_params, compile=compile)
+    U = runner.num_updates
+    if out is None:
+        out = os.path.join("runs", f"{algo}-{env_id}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(out, exist_ok=True)
+    manager = ckpt.CheckpointManager(os.path.join(out, "checkpoints"), keep=2)
+
+    keys = seed_keys(seed, seeds, device)
+    hp_tensors = None
+    if hparams:
+        hp_tensors = {k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in hparams.items()}
+    state = runner.init(keys, hp_tensors)
+
+    if resume is not None:
+        if manager.latest_step() is None:
+            raise ckpt.CheckpointError(f"{os.path.join(out, 'checkpoints')}: no checkpoint to resume from")
+        start_update, saved_tree, _ = manager.load(map_location=device)
+        state = tree.unflatten(tree.structure(state), tree.leaves(saved_tree["state"]))
+        history_prev = saved_tree["history"]
+    else:
+        config_record = {
+            "algo": algo.lower(),
+            "env": env_id,
+            "seeds": seeds,
+            "seed": seed,
+            "config": dataclasses.asdict(config),
+            "hparams": {k: torch.as_tensor(v).tolist() for k, v in (hparams or {}).items()},
+            "device": device,
+            "compile": compile,
+            "num_updates": U,
+            "steps_per_update": runner.steps_per_update,
+            "versions": {"funrl": funrl.__version__, "torch": torch.__version__, "python": platform.python_version()},
+            "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        }
+        ckpt.write_json_atomic(os.path.join(out, "config.json"), config_record)
+
+    chunks: list = [history_prev] if history_prev else []
+    new_history: list = []
+    label = f"{algo}/{env_id}"
+    bar = _Progress(U * runner.steps_per_update, progress, label)
+    t_start = time.perf_counter()
+
+    def callback(st, info):
+        new_history.append(info.metrics)
+        ret = info.metrics["episode_return"].double().cpu()
+        iqm = stats.iqm(ret.numpy()) if ret.numel() > 0 else float("nan")
+        bar.update(info.update * runner.steps_per_update, info.sps, float(ret.mean()), float(iqm))
+
+    # SIGTERM behaves like Ctrl-C: stop, keep the last good checkpoint, tell how to resume.
+    previous_handler = None
+    if hasattr(signal, "SIGTERM"):
+        try:
+            previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        except ValueError:  # not in the main thread
+            previous_handler = None
+    try:
+        update = start_update
+        all_new = []
+        while update < U:
+            n = min(checkpoint_every - (update % checkpoint_every), U - update)
+            state, hist = runner.run(state, num_updates=update + n, callback=callback, chunk_size=chunk_size, start_update=update)
+            all_new.append(hist)
+            update += n
+            history = _concat_histories(chunks + all_new)
+            manager.save(update, {"state": state, "history": history}, metadata={"update": update})
+            ckpt.write_text_atomic(os.path.join(out, "metrics.csv"), _metrics_csv(history, runner.steps_per_update))
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted; resume with: funrl train --resume {out}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    bar.close()
+    wall = time.perf_counter() - t_start
+    history = _concat_histories(chunks + all_new)
+    finals = final_returns(history)
+    summary = stats.summarize(finals.numpy())
+    steps_run = (U - start_update) * runner.steps_per_update * seeds
+    summary.update(
+        {
+            "algo": algo.lower(),
+            "env": env_id,
+            "seeds": seeds,
+            "per_seed_final_return": finals.tolist(),
+            "env_steps_per_seed": U * runner.steps_per_update,
+            "wall_time_s": wall,
+            "sps": steps_run / max(wall, 1e-9),
+            "resumed_from_update": start_update if resume else None,
+        }
+    )
+    ckpt.write_json_atomic(os.path.join(out, "summary.json"), summary)
+    if plot:
+        try:
+            from funrl.plotting import plot_runs
+
+            plot_runs([out], os.path.join(out, "learning_curve.png"))
+        except ImportError:
+            pass
+    return {"summary": summary, "metrics": history, "state": state, "out": out}
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _concat_histories(parts: list) -> dict:
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    return {k: torch.cat([p[k].detach().cpu() for p in parts], 0) for k in parts[0]}
