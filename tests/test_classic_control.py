@@ -331,3 +331,18 @@ def test_acrobot_torque_noise_param():
     assert len({float(x) for x in noisy}) == 3 and all(float(x) != float(quiet[1].dtheta2) for x in noisy)
     # noise 0: the key does not matter
     assert tree.equal(quiet, env.step_env(jr.key(9), s, torch.tensor(1), p))
+
+
+def test_make_with_one_value_per_env_batches_every_param_leaf():
+    lengths = torch.tensor([0.25, 0.5, 1.0], dtype=F64)
+    env, batched = make("CartPole-v1", dtype=F64, length=lengths, masspole=0.2)
+    for i, length in enumerate(lengths.tolist()):
+        _, alone = make("CartPole-v1", dtype=F64, length=length, masspole=0.2)
+        assert tree.equal(tree.index(batched, i), alone)
+    keys = jr.split(jr.key(3), 3)
+    obs, states = vmap_reset(env, keys, batched, batched_params=True)
+    assert obs.shape == (3, 4)
+    with pytest.raises(ValueError, match=r"length: expected shape \(\), or \(N, \*\(\)\)"):
+        make("CartPole-v1", length=torch.ones(2, 2))
+    with pytest.raises(ValueError, match="leading size N"):
+        make("CartPole-v1", length=torch.ones(2), masspole=torch.ones(3))

@@ -107,7 +107,6 @@ def test_train_eval_plot_end_to_end(tmp_path):
     # a random-ish CartPole policy survives at least 8 steps per episode
     assert all(float(l.split()[1]) >= 8 for l in lines[1:3])
 
-    pytest.importorskip("matplotlib")
     png = tmp_path / "curves.png"
     funrl_cli("plot", str(out), str(out), "--out", str(png))
     data = png.read_bytes()
@@ -183,3 +182,14 @@ def test_seed_i_is_the_same_whatever_the_number_of_seeds():
     from funrl.runner import seed_keys
 
     assert torch.equal(seed_keys(3, 5)[:2], seed_keys(3, 2))
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch):
+    import sys as _sys
+
+    from funrl import plotting
+
+    monkeypatch.setitem(_sys.modules, "matplotlib", None)  # what an install without the [plot] extra sees
+    monkeypatch.setitem(_sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match=r"pip install 'funrl\[plot\]'"):
+        plotting._require_matplotlib()

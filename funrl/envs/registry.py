@@ -95,7 +95,7 @@ def _override(params, overrides: dict, valid_extra: set[str], env_id: str):
         raise ValueError(
             f"{env_id}: unknown parameter override(s) {hints}. Valid names: {', '.join(valid)}"
         )
-    new = {}
+    new, batch_sizes = {}, {}
     for k, v in overrides.items():
         old = getattr(params, k)
         if isinstance(old, torch.Tensor):
@@ -105,9 +105,28 @@ def _override(params, overrides: dict, valid_extra: set[str], env_id: str):
                 if v != int(v):
                     raise ValueError(f"{k}: expected an integer, got {v}")
                 v = int(v)
-            new[k] = torch.as_tensor(v, dtype=old.dtype, device=old.device).clone()
+            v = torch.as_tensor(v, dtype=old.dtype, device=old.device).clone()
+            if v.shape != old.shape:
+                if v.ndim != old.ndim + 1 or v.shape[1:] != old.shape or v.shape[0] < 1:
+                    raise ValueError(
+                        f"{k}: expected shape {tuple(old.shape)}, or (N, *{tuple(old.shape)}) for one value "
+                        f"per env, got {tuple(v.shape)}"
+                    )
+                batch_sizes[k] = v.shape[0]
+            new[k] = v
         else:
             new[k] = v
+    if len(set(batch_sizes.values())) > 1:
+        raise ValueError(f"{env_id}: batched overrides must share their leading size N, got {batch_sizes}")
+    if batch_sizes:
+        # One override with a leading axis N batches the whole params pytree: the
+        # other leaves are repeated N times so vmap(in_dims=0) applies to every leaf.
+        n = next(iter(batch_sizes.values()))
+        for f in dataclasses.fields(params):
+            old = getattr(params, f.name)
+            if f.name not in batch_sizes and isinstance(old, torch.Tensor):
+                base = new.get(f.name, old)
+                new[f.name] = base.unsqueeze(0).expand(n, *base.shape).clone()
     return dataclasses.replace(params, **new)
 
 
@@ -120,8 +139,10 @@ def make(env_id: str, dtype: torch.dtype = torch.float32, **overrides: Any):
       **overrides: keyword arguments of the env class's constructor (e.g.
         ``map_name="8x8"``) go to the constructor; the rest replace param
         fields (e.g. ``length=0.7``, ``max_episode_steps=100``) and may be
-        numbers or tensors (a tensor with a leading axis gives batched params
-        for :func:`funrl.envs.vmap_step` with ``batched_params=True``).
+        numbers or tensors.  A tensor with one extra leading axis N (one value
+        per env, e.g. ``length=torch.linspace(0.25, 1.0, N)``) batches the
+        params: every other leaf is repeated N times, ready for
+        :func:`funrl.envs.vmap_step` with ``batched_params=True``.
 
     Returns:
       ``(env, params)``.
