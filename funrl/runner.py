@@ -44,7 +44,7 @@ from funrl import stats, tree
 from funrl.algorithms import DEFAULT_ENVS, get
 from funrl.algorithms.common import Runner
 
-__all__ = ["run", "resolve_config", "parse_value", "seed_keys", "final_returns", "load_run"]
+__all__ = ["run", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
 
 
 # ------------------------------------------------------------------ configuration
@@ -135,6 +135,25 @@ def final_returns(history: dict, window_frac: float = 0.05) -> torch.Tensor:
     w = max(1, int(math.ceil(U * window_frac)))
     r, e = ret[-w:], (eps[-w:] > 0).double()
     return (r * e).sum(0) / e.sum(0).clamp(min=1.0)
+
+
+def chunk_returns(chunk: dict) -> torch.Tensor:
+    """Per-seed mean return of the episodes completed in a chunk of updates.
+
+    Args:
+      chunk: metrics of the chunk's updates, leaves ``[C, S]`` with
+        ``episode_return`` (mean return of the episodes completed in an update)
+        and ``episodes`` (how many completed).
+
+    Returns:
+      float64 ``[S]``: episode-weighted mean return per seed; NaN for a seed
+      that completed no episode in the chunk (a zero would read as a real return).
+    """
+    ret = chunk["episode_return"].double().cpu()
+    eps = chunk["episodes"].double().cpu()
+    total = eps.sum(0)
+    mean = (ret * eps).sum(0) / total.clamp(min=1.0)
+    return torch.where(total > 0, mean, torch.full_like(mean, math.nan))
 
 
 # ------------------------------------------------------------------ files
@@ -327,9 +346,11 @@ def run(
 
     def callback(st, info):
         new_history.append(info.metrics)
-        ret = info.metrics["episode_return"].double().cpu()
-        iqm = stats.iqm(ret.numpy()) if ret.numel() > 0 else float("nan")
-        bar.update(info.update * runner.steps_per_update, info.sps, float(ret.mean()), float(iqm))
+        ret = chunk_returns(info.chunk_metrics)
+        ret = ret[~torch.isnan(ret)]  # seeds that finished no episode in this chunk have no return yet
+        mean = float(ret.mean()) if ret.numel() > 0 else float("nan")
+        iqm = float(stats.iqm(ret.numpy())) if ret.numel() > 0 else float("nan")
+        bar.update(info.update * runner.steps_per_update, info.sps, mean, iqm)
 
     # SIGTERM behaves like Ctrl-C: stop, keep the last good checkpoint, tell how to resume.
     previous_handler = None

@@ -1,6 +1,7 @@
 """The command line and funrl.run end to end, on tiny budgets (eager, so no compile cost)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -193,3 +194,16 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(_sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"pip install 'funrl\[plot\]'"):
         plotting._require_matplotlib()
+
+
+def test_chunk_returns_weights_by_episodes_and_marks_seeds_without_episodes():
+    from funrl.runner import chunk_returns
+
+    chunk = {
+        "episode_return": torch.tensor([[10.0, 0.0, 5.0], [20.0, 0.0, 0.0]]),  # [C=2, S=3]
+        "episodes": torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]]),
+    }
+    out = chunk_returns(chunk)
+    assert out[0].item() == (10.0 * 1 + 20.0 * 3) / 4
+    assert math.isnan(out[1].item())  # no episode: not a return of 0
+    assert out[2].item() == 5.0

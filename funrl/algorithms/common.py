@@ -202,6 +202,7 @@ class ChunkInfo:
     wall_time: float
     sps: float
     metrics: dict  # name -> tensor [S] for the last update of the chunk
+    chunk_metrics: dict | None = None  # name -> tensor [C, S] for every update of the chunk
 
 
 def _materialize(state):
@@ -304,6 +305,7 @@ class Runner:
                         wall_time=wall,
                         sps=steps / max(wall, 1e-9),
                         metrics=last,
+                        chunk_metrics=tree.map(lambda x: x.detach(), tree.stack(history[-n:])),
                     ),
                 )
         return state, (tree.stack(history) if history else {})
