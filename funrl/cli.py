@@ -8,6 +8,8 @@
     funrl algos
 
 ``funrl train`` with nothing else trains PPO on CartPole-v1 with 8 seeds.
+``torchrun --nproc-per-node K -m funrl train ...`` splits the seeds across K
+processes (see :mod:`funrl.distributed`); a failed rank makes the job exit 1.
 ``funrl train ALGO --help`` lists every Config field of ALGO with its default.
 """
 
@@ -115,10 +117,20 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_plot(args)
     except KeyboardInterrupt:
         return 130
+    except _rank_failed() as e:
+        # raised on the ranks that stop because another failed (that one printed its own error)
+        print(f"funrl: rank {e.rank} stopping: {e}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
         print(f"funrl {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 1  # pragma: no cover - argparse guarantees a command
+
+
+def _rank_failed() -> type:
+    from funrl.distributed import RankFailed
+
+    return RankFailed
 
 
 def _cmd_algos() -> int:
@@ -172,6 +184,10 @@ def _cmd_train(args) -> int:
         plot=not args.no_plot,
         **overrides,
     )
+    from funrl.distributed import world
+
+    if world().rank != 0:
+        return 0  # under torchrun rank 0 reports for the whole job
     s = result["summary"]
     print(
         f"{s['algo']} on {s['env']}: {s['seeds']} seeds x {s['env_steps_per_seed']:,} steps in {s['wall_time_s']:.1f} s "

@@ -14,6 +14,11 @@ Seeds: seed *i* trains with ``fold_in(key(seed), i)``, whatever the number of
 seeds, so runs with different seed counts (or seeds split across processes)
 agree seed by seed.
 
+Processes: under ``torchrun`` (``WORLD_SIZE > 1``) each process trains one
+contiguous block of the seeds and rank 0 gathers metrics and states and writes
+the results folder and seed-ordered checkpoints; the results equal a
+single-process run's (see :mod:`funrl.distributed`).
+
 Resume: the whole training state (params, optimizer state, env states, replay
 buffers, keys, counters) and the metrics so far are checkpointed atomically
 every ``checkpoint_every`` updates; ``run(..., resume=DIR)`` continues from the
@@ -40,7 +45,7 @@ import torch
 import funrl
 from funrl import checkpoint as ckpt
 from funrl import random as jr
-from funrl import stats, tree
+from funrl import distributed, stats, tree
 from funrl.algorithms import DEFAULT_ENVS, get
 from funrl.algorithms.common import Runner
 
@@ -275,15 +280,66 @@ def run(
       hparams: optional per-seed values of batchable hyper-parameters (name -> list/tensor of length ``seeds``).
       **overrides: Config fields.
 
+    Under ``torchrun`` (``WORLD_SIZE > 1`` in the environment) the seeds are
+    split across the processes in contiguous blocks
+    (:func:`funrl.distributed.seed_block`), each on ``device`` (``"cuda"``:
+    ``cuda:LOCAL_RANK``); every process calls ``run`` with the same arguments.
+
     Returns:
       dict with ``summary`` (as in summary.json), ``metrics`` (name -> tensor
-      ``[U, S]``), ``state`` (the final batched training state) and ``out``.
+      ``[U, S]``), ``state`` (the final batched training state, leaves
+      ``[S, ...]``), ``out`` and ``seed_block`` (``(start, count)`` of the seeds
+      this process trained).  Under torchrun rank 0 returns the full metrics
+      and state (on CPU); other ranks return the summary, ``metrics`` None and
+      their own block's state (leaves ``[count, ...]``).
+
+    Raises:
+      funrl.distributed.RankFailed: under torchrun, on the ranks that did not
+        fail themselves, when another rank raised (each failed rank re-raises
+        its own error after printing ``funrl: rank R failed: ...``).
     """
+    w = distributed.world()
+    ctx = distributed.init(w) if w.distributed else None
+    try:
+        return _run(
+            ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
+            checkpoint_every, chunk_size, progress, plot, hparams, overrides,
+        )
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _on_rank0(ctx, fn):
+    """``fn()`` on rank 0, its result broadcast to every rank; an error there stops every rank.
+
+    Single-process (``ctx`` None) it is just ``fn()``.
+    """
+    if ctx is None:
+        return fn()
+    result, error = None, None
+    if ctx.world.main:
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001 - reported to every rank, re-raised on this one
+            error = e
+    distributed.raise_if_any_failed(error, ctx)
+    return distributed.broadcast_object(result, ctx)
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
+         checkpoint_every, chunk_size, progress, plot, hparams, overrides) -> dict:
+    # ctx is None for a single process; under torchrun this rank trains only its
+    # block of seeds and rank 0 alone writes files (see funrl.distributed).
+    w = ctx.world if ctx is not None else distributed.World()
     start_update = 0
     history_prev = None
     if resume is not None:
-        with open(os.path.join(resume, "config.json")) as f:
-            saved = json.load(f)
+        saved = _on_rank0(ctx, lambda: _read_json(os.path.join(resume, "config.json")))
         algo, env, seeds, seed = saved["algo"], saved["env"], saved["seeds"], saved["seed"]
         overrides = saved["config"]
         total_steps = None
@@ -299,29 +355,64 @@ def run(
         raise ValueError(f"seeds: expected an int >= 1, got {seeds!r}")
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every: expected an int >= 1, got {checkpoint_every!r}")
+    if seeds < w.world_size:
+        raise ValueError(f"seeds: expected at least one seed per process ({w.world_size} processes), got {seeds}")
+    dev = distributed.local_device(device, w)
+    if w.distributed and dev.startswith("cuda"):
+        torch.cuda.set_device(dev)
+    blocks = distributed.seed_blocks(seeds, w.world_size)
+    block_start, block_count = blocks[w.rank]
     module, env_id, config = resolve_config(algo, env, total_steps, overrides)
     env_obj, env_params = funrl.envs.make(env_id)
-    env_params = tree.map(lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, env_params)
+    env_params = tree.map(lambda x: x.to(dev) if isinstance(x, torch.Tensor) else x, env_params)
     runner = Runner(module.make_algorithm, config, env_obj, env_params, compile=compile)
     U = runner.num_updates
     if out is None:
         out = os.path.join("runs", f"{algo}-{env_id}-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(out, exist_ok=True)
+    if ctx is not None:
+        out = distributed.broadcast_object(out, ctx)  # the ranks' clocks may name different folders
+    if w.main:
+        os.makedirs(out, exist_ok=True)
     manager = ckpt.CheckpointManager(os.path.join(out, "checkpoints"), keep=2)
 
-    keys = seed_keys(seed, seeds, device)
+    # seed i gets fold_in(key(seed), i) whichever process trains it
+    keys = seed_keys(seed, block_count, dev, first=block_start)
     hp_tensors = None
     if hparams:
-        hp_tensors = {k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in hparams.items()}
+        hp_tensors = {}
+        for k, v in hparams.items():
+            v = torch.as_tensor(v, dtype=torch.float32, device=dev)
+            if v.shape != (seeds,):
+                raise ValueError(f"hparams[{k!r}]: expected shape ({seeds},) (one value per seed), got {tuple(v.shape)}")
+            hp_tensors[k] = v[block_start : block_start + block_count]
     state = runner.init(keys, hp_tensors)
 
     if resume is not None:
-        if manager.latest_step() is None:
-            raise ckpt.CheckpointError(f"{os.path.join(out, 'checkpoints')}: no checkpoint to resume from")
-        start_update, saved_tree, _ = manager.load(map_location=device)
-        state = tree.unflatten(tree.structure(state), tree.leaves(saved_tree["state"]))
-        history_prev = saved_tree["history"]
-    else:
+
+        def load_latest():
+            if manager.latest_step() is None:
+                raise ckpt.CheckpointError(f"{os.path.join(out, 'checkpoints')}: no checkpoint to resume from")
+            return manager.load(map_location=dev if ctx is None else "cpu")
+
+        if ctx is None:
+            start_update, saved_tree, _ = load_latest()
+            saved_state = saved_tree["state"]
+            history_prev = saved_tree["history"]
+        else:
+            # rank 0 reads the one seed-ordered checkpoint and hands each rank its block,
+            # so a run resumes under any number of processes and only rank 0 needs the folder
+            loaded, error = None, None
+            if w.main:
+                try:
+                    loaded = load_latest()
+                except Exception as e:  # noqa: BLE001 - reported to every rank
+                    error = e
+            distributed.raise_if_any_failed(error, ctx)
+            start_update = distributed.broadcast_object(loaded[0] if w.main else None, ctx)
+            saved_state = distributed.scatter_blocks_from_rank0(loaded[1]["state"] if w.main else None, blocks, ctx)
+            history_prev = loaded[1]["history"] if w.main else None
+        state = tree.unflatten(tree.structure(state), [x.to(dev) for x in tree.leaves(saved_state)])
+    elif w.main:
         config_record = {
             "algo": algo.lower(),
             "env": env_id,
@@ -333,6 +424,7 @@ def run(
             "compile": compile,
             "num_updates": U,
             "steps_per_update": runner.steps_per_update,
+            "processes": w.world_size,
             "versions": {"funrl": funrl.__version__, "torch": torch.__version__, "python": platform.python_version()},
             "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         }
@@ -341,16 +433,24 @@ def run(
     chunks: list = [history_prev] if history_prev else []
     new_history: list = []
     label = f"{algo}/{env_id}"
-    bar = _Progress(U * runner.steps_per_update, progress, label)
+    bar = _Progress(U * runner.steps_per_update, progress and w.main, label)
+    fail_at = distributed.fail_after_update(w)
     t_start = time.perf_counter()
 
     def callback(st, info):
         new_history.append(info.metrics)
+        if fail_at is not None and info.update >= fail_at:
+            raise RuntimeError(
+                f"{distributed.FAIL_RANK_ENV}={os.environ.get(distributed.FAIL_RANK_ENV)}: "
+                f"rank {w.rank} raising after update {info.update} (testing hook)"
+            )
+        # progress shows rank 0's block (no collectives here: a rank that raises mid-chunk
+        # must not leave the others waiting); every rank runs at about the same rate
         ret = chunk_returns(info.chunk_metrics)
         ret = ret[~torch.isnan(ret)]  # seeds that finished no episode in this chunk have no return yet
         mean = float(ret.mean()) if ret.numel() > 0 else float("nan")
         iqm = float(stats.iqm(ret.numpy())) if ret.numel() > 0 else float("nan")
-        bar.update(info.update * runner.steps_per_update, info.sps, mean, iqm)
+        bar.update(info.update * runner.steps_per_update, info.sps * seeds / block_count, mean, iqm)
 
     # SIGTERM behaves like Ctrl-C: stop, keep the last good checkpoint, tell how to resume.
     previous_handler = None
@@ -359,51 +459,79 @@ def run(
             previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         except ValueError:  # not in the main thread
             previous_handler = None
+    full_state = state
     try:
         update = start_update
         all_new = []
         while update < U:
             n = min(checkpoint_every - (update % checkpoint_every), U - update)
-            state, hist = runner.run(state, num_updates=update + n, callback=callback, chunk_size=chunk_size, start_update=update)
-            all_new.append(hist)
+            if ctx is None:
+                state, hist = runner.run(state, num_updates=update + n, callback=callback, chunk_size=chunk_size, start_update=update)
+                full_state = state
+            else:
+                error = None
+                try:
+                    state, hist = runner.run(state, num_updates=update + n, callback=callback, chunk_size=chunk_size, start_update=update)
+                except Exception as e:  # noqa: BLE001 - every rank learns of it and stops here
+                    error = e
+                distributed.raise_if_any_failed(error, ctx)
+                hist = distributed.gather_tree_to_rank0(hist, ctx, dim=1)  # [n, S] on rank 0
+                full_state = distributed.gather_tree_to_rank0(state, ctx, dim=0)  # leaves [S, ...] on rank 0
             update += n
-            history = _concat_histories(chunks + all_new)
-            manager.save(update, {"state": state, "history": history}, metadata={"update": update})
-            ckpt.write_text_atomic(os.path.join(out, "metrics.csv"), _metrics_csv(history, runner.steps_per_update))
+            if w.main:
+                all_new.append(hist)
+            _on_rank0(ctx, lambda: _write_checkpoint(manager, out, update, full_state, chunks + all_new, runner.steps_per_update))
     except KeyboardInterrupt:
         bar.close()
-        print(f"\ninterrupted; resume with: funrl train --resume {out}", file=sys.stderr, flush=True)
+        if w.main:
+            print(f"\ninterrupted; resume with: funrl train --resume {out}", file=sys.stderr, flush=True)
         raise
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     bar.close()
     wall = time.perf_counter() - t_start
-    history = _concat_histories(chunks + all_new)
-    finals = final_returns(history)
-    summary = stats.summarize(finals.numpy())
-    steps_run = (U - start_update) * runner.steps_per_update * seeds
-    summary.update(
-        {
-            "algo": algo.lower(),
-            "env": env_id,
-            "seeds": seeds,
-            "per_seed_final_return": finals.tolist(),
-            "env_steps_per_seed": U * runner.steps_per_update,
-            "wall_time_s": wall,
-            "sps": steps_run / max(wall, 1e-9),
-            "resumed_from_update": start_update if resume else None,
-        }
-    )
-    ckpt.write_json_atomic(os.path.join(out, "summary.json"), summary)
-    if plot:
-        try:
-            from funrl.plotting import plot_runs
+    history = _concat_histories(chunks + all_new) if w.main else None
 
-            plot_runs([out], os.path.join(out, "learning_curve.png"))
-        except ImportError:
-            pass
-    return {"summary": summary, "metrics": history, "state": state, "out": out}
+    def write_summary():
+        finals = final_returns(history)
+        summary = stats.summarize(finals.numpy())
+        steps_run = (U - start_update) * runner.steps_per_update * seeds
+        summary.update(
+            {
+                "algo": algo.lower(),
+                "env": env_id,
+                "seeds": seeds,
+                "per_seed_final_return": finals.tolist(),
+                "env_steps_per_seed": U * runner.steps_per_update,
+                "wall_time_s": wall,
+                "sps": steps_run / max(wall, 1e-9),
+                "resumed_from_update": start_update if resume else None,
+                "processes": w.world_size,
+            }
+        )
+        # written only here, after every rank finished: a summary always describes a whole run
+        ckpt.write_json_atomic(os.path.join(out, "summary.json"), summary)
+        if plot:
+            try:
+                from funrl.plotting import plot_runs
+
+                plot_runs([out], os.path.join(out, "learning_curve.png"))
+            except ImportError:
+                pass
+        return summary
+
+    summary = _on_rank0(ctx, write_summary)
+    if not w.main:
+        # the full metrics and state live on rank 0; this rank returns its own block's state
+        return {"summary": summary, "metrics": None, "state": state, "out": out, "seed_block": (block_start, block_count)}
+    return {"summary": summary, "metrics": history, "state": full_state, "out": out, "seed_block": (block_start, block_count)}
+
+
+def _write_checkpoint(manager, out, update, state, histories, steps_per_update) -> None:
+    history = _concat_histories(histories)
+    manager.save(update, {"state": state, "history": history}, metadata={"update": update})
+    ckpt.write_text_atomic(os.path.join(out, "metrics.csv"), _metrics_csv(history, steps_per_update))
 
 
 def _raise_keyboard_interrupt(signum, frame):

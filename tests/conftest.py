@@ -5,6 +5,21 @@ worker per core, and the many tiny ops of functional RL code run ~30x slower
 when threads oversubscribe the cores (see shared/torch-func-notes.md).
 """
 
+import pytest
 import torch
 
+from funrl.envs import make
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+    """``make("CartPole-v1")``: ``(env, params)``."""
+    return make("CartPole-v1")
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    """``make("Pendulum-v1")``: ``(env, params)``."""
+    return make("Pendulum-v1")

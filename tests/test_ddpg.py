@@ -1,8 +1,4 @@
-"""Tests of funrl.algorithms.ddpg: probe environments, gating, the DPG gradient, batching identities.
-
-The continuous-action probe environments defined here are also used by
-``test_td3.py`` and ``test_sac.py``.
-"""
+"""Tests of funrl.algorithms.ddpg: probe environments, gating, the DPG gradient, batching identities."""
 
 import dataclasses
 
@@ -11,113 +7,16 @@ import torch
 
 from funrl import random as jr
 from funrl import tree
-from funrl.algorithms import common, ddpg
-from funrl.envs import make, spaces
-from funrl.envs.core import Environment
-from funrl.tree import pytree_dataclass
+from funrl.algorithms import ddpg
+from funrl.envs import make
+from funrl.envs.probes import Alternating, ContinuousBandit, TwoStep
+from helpers import assert_runner_matches_vmap_train, assert_same_run, q_grid
 
 
-# ---------------------------------------------------------------- continuous-action probe environments
+# ---------------------------------------------------------------- probes (funrl.envs.probes)
 # Actions in [-1, 1]; each env isolates one part of an actor-critic update, so a
 # sign error, a wrong bootstrap or a wrong next observation gives visibly wrong
 # actions or Q-values.
-@pytree_dataclass
-class ProbeParams:
-    max_episode_steps: torch.Tensor
-
-
-@pytree_dataclass
-class ProbeState:
-    s: torch.Tensor  # float32 (): the observation's value
-    time: torch.Tensor
-
-
-class ContinuousProbe(Environment):
-    """Base probe: observation ``[s]``, action ``(1,)`` in ``[-1, 1]``; subclasses define the dynamics."""
-
-    horizon = 100
-
-    def default_params(self, dtype=torch.float32):
-        return ProbeParams(max_episode_steps=torch.tensor(self.horizon, dtype=torch.int64))
-
-    def observation_space(self, params):
-        return spaces.Box(-2.0, 2.0, (1,))
-
-    def action_space(self, params=None):
-        return spaces.Box(-1.0, 1.0, (1,))
-
-    def reset_env(self, key, params):
-        s = torch.zeros((), dtype=torch.float32, device=key.device)
-        return s[None], ProbeState(s=s, time=torch.zeros((), dtype=torch.int64, device=key.device))
-
-    def step_env(self, key, state, action, params):
-        reward, s_next, terminated = self.transition(state.s, action[0])
-        return s_next[None], ProbeState(s=s_next, time=state.time + 1), reward, terminated, {}
-
-
-class Bandit(ContinuousProbe):
-    """One step, reward ``-(a - 0.5)^2``: the best action is 0.5 (tests the actor's ascent direction)."""
-
-    def transition(self, s, a):
-        return -((a - 0.5) ** 2), s, torch.ones_like(s, dtype=torch.bool)
-
-
-class TwoStep(ContinuousProbe):
-    """s = 0 then s = 1, reward 1 (constant) only on the second step, which terminates.
-
-    Q(1, a) = 1 (a terminal step's value is its reward) and Q(0, a) = gamma.
-    """
-
-    def transition(self, s, a):
-        second = s > 0.5
-        return second.to(torch.float32) + 0.0 * a, torch.ones_like(s), second
-
-
-class Alternating(ContinuousProbe):
-    """s alternates 0, 1, 0, ... with reward 1 - s, never terminates, truncated after 3 steps.
-
-    Bootstrapping through the truncation from the real next observation (s = 1,
-    not the reset's s = 0) gives Q(0) = 1 / (1 - g^2), Q(1) = g / (1 - g^2).
-    Treating truncation as termination lowers Q(0); storing the reset
-    observation raises it.
-    """
-
-    horizon = 3
-
-    def transition(self, s, a):
-        return 1.0 - s + 0.0 * a, 1.0 - s, torch.zeros_like(s, dtype=torch.bool)
-
-
-def q_grid(critic_apply, critic_params, s_values, num_actions=5):
-    """Q(s, a) on a grid: ``[len(s_values), num_actions]`` for actions evenly spaced in [-1, 1]."""
-    a = torch.linspace(-1.0, 1.0, num_actions)[:, None]
-    return torch.stack(
-        [critic_apply(critic_params, torch.full((num_actions, 1), float(s)), a) for s in s_values]
-    ).detach()
-
-
-def assert_same_run(a, b):
-    """Integer and bool leaves (counters, buffer slots, dones, keys) equal; float leaves to rounding.
-
-    Why not bit for bit: under vmap ``F.linear`` runs torch's CPU ``bmm``
-    while one seed runs ``addmm``/``mm``, and the kernels can round
-    differently; reductions over a batch (the bias and weight gradients) too.
-    Measured on this CPU: the first difference is one ulp in a weight gradient
-    (~1e-9), and after a few dozen updates floats differ by < 1e-5.  The
-    random draws depend only on the integer keys, so everything discrete must
-    match exactly.
-    """
-    la, lb = tree.leaves(a), tree.leaves(b)
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb):
-        assert x.shape == y.shape and x.dtype == y.dtype
-        if x.is_floating_point():
-            assert torch.allclose(x, y, rtol=1e-4, atol=1e-5), (x - y).abs().max()
-        else:
-            assert torch.equal(x, y)
-
-
-# ---------------------------------------------------------------- probes
 def _probe_config(**kw):
     base = dict(
         total_timesteps=300,  # measured: the bandit's action is within ~0.1 of 0.5 after 300 updates
@@ -144,7 +43,7 @@ def _train_probe(env, config, seed=0):
 
 
 def test_probe_bandit_actor_finds_the_best_action():
-    env = Bandit()
+    env = ContinuousBandit()
     config = _probe_config()
     state, metrics, q = _train_probe(env, config)
     act = ddpg.evaluation_policy(config, env, env.default_params())
@@ -158,13 +57,13 @@ def test_probe_bandit_actor_finds_the_best_action():
 
 
 def test_probe_two_step_discounting_and_constant_terminal_reward():
-    _, _, q = _train_probe(TwoStep(), _probe_config(total_timesteps=250))
+    _, _, q = _train_probe(TwoStep(continuous=True), _probe_config(total_timesteps=250))
     expected = torch.tensor([[0.5] * 5, [1.0] * 5])  # gamma = 0.5
     assert torch.allclose(q([0.0, 1.0]), expected, atol=0.06), q([0.0, 1.0])
 
 
 def test_probe_truncation_bootstraps_from_final_obs():
-    _, _, q = _train_probe(Alternating(), _probe_config(total_timesteps=250))
+    _, _, q = _train_probe(Alternating(continuous=True), _probe_config(total_timesteps=250))
     g = 0.5
     expected = torch.tensor([[1.0] * 5, [g] * 5]) / (1 - g * g)  # 4/3 and 2/3
     # wrong variants: truncation as termination -> Q(0) ~ 1.14; reset obs as next obs -> Q(0) ~ 1.6
@@ -172,7 +71,7 @@ def test_probe_truncation_bootstraps_from_final_obs():
 
 
 def test_buffer_holds_real_next_obs_actions_in_bounds_and_terminated_flag():
-    env = Alternating()
+    env = Alternating(continuous=True)
     config = _probe_config(train_frequency=3, total_timesteps=6, learning_starts=100)
     algo = ddpg.make_algorithm(config, env, env.default_params())
     state, _ = algo.update(algo.init(jr.key(0)))  # one episode of 3 steps, truncated at the third
@@ -183,7 +82,7 @@ def test_buffer_holds_real_next_obs_actions_in_bounds_and_terminated_flag():
     assert data["terminated"][:3].tolist() == [False, False, False]
     assert state.obs[:, 0].tolist() == [0.0]  # the auto-reset observation
     assert int(state.buffer.size) == 3 and int(state.global_step) == 3
-    env2 = TwoStep()
+    env2 = TwoStep(continuous=True)
     algo2 = ddpg.make_algorithm(config, env2, env2.default_params())
     state2, _ = algo2.update(algo2.init(jr.key(0)))
     assert state2.buffer.data["terminated"][:3].tolist() == [False, True, False]
@@ -204,7 +103,7 @@ def test_random_actions_before_learning_starts_cover_the_box():
 
 # ---------------------------------------------------------------- gating, delays, targets
 def test_learning_actor_delay_and_targets_are_gated():
-    env = TwoStep()
+    env = TwoStep(continuous=True)
     config = _probe_config(total_timesteps=10, learning_starts=4, policy_frequency=2, tau=0.5, batch_size=4)
     algo = ddpg.make_algorithm(config, env, env.default_params())
     state = algo.init(jr.key(1))
@@ -235,7 +134,7 @@ def test_actor_step_is_the_gradient_of_minus_q_under_the_updated_critic():
     On the bandit every stored observation is [0], so the sampled batch does
     not matter; the critic is the one updated in the same step (CleanRL's order).
     """
-    env = Bandit()
+    env = ContinuousBandit()
     config = _probe_config(total_timesteps=4, learning_starts=4, batch_size=8)
     algo = ddpg.make_algorithm(config, env, env.default_params())
     state = algo.init(jr.key(5))
@@ -285,11 +184,6 @@ def _pendulum_config(**kw):
     return ddpg.Config(**base)
 
 
-@pytest.fixture(scope="module")
-def pendulum():
-    return make("Pendulum-v1")
-
-
 def test_vmap_train_equals_single_runs_and_is_deterministic(pendulum):
     env, params = pendulum
     config = _pendulum_config()
@@ -301,7 +195,7 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(pendulum):
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())
     for i in range(2):
         s_i, m_i = train(keys[i])
-        assert_same_run((s_i, m_i), tree.index((states, metrics), i))
+        assert_same_run((s_i, m_i), tree.index((states, metrics), i), rtol=1e-4, atol=1e-5)
     s_again, m_again = train(keys[1])
     assert tree.equal((s_again, m_again), (s_i, m_i))  # same key, same path: bit for bit
     assert states.global_step.tolist() == [24, 24] and states.buffer.size.tolist() == [24, 24]
@@ -310,15 +204,9 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(pendulum):
 
 def test_runner_eager_equals_vmap_train(pendulum):
     env, params = pendulum
-    config = _pendulum_config(total_timesteps=16)
     keys = jr.split(jr.key(3), 2)
-    states, metrics = torch.func.vmap(ddpg.make_train(config, env, params))(keys)
-    runner = common.Runner(ddpg.make_algorithm, config, env, params, compile=False)
-    seen = []
-    r_state, r_metrics = runner.run(runner.init(keys), callback=lambda s, info: seen.append(info.env_steps), chunk_size=2)
+    seen = assert_runner_matches_vmap_train(ddpg, _pendulum_config(total_timesteps=16), env, params, keys, chunk_size=2)
     assert seen == [16, 32]  # 4 updates of 2 steps x 2 envs x 2 seeds, reported every 2 updates
-    assert tree.equal(tree.map(lambda x: x.T, r_metrics), metrics)
-    assert tree.equal(r_state, states)
 
 
 def test_hyperparameter_batching_equals_separate_runs(pendulum):
@@ -332,7 +220,7 @@ def test_hyperparameter_batching_equals_separate_runs(pendulum):
             dataclasses.replace(config, **{k: float(v[i]) for k, v in hp.items()}), env, params
         )
         _, m_i = separate(keys[i])
-        assert_same_run(m_i, tree.index(metrics, i))
+        assert_same_run(m_i, tree.index(metrics, i), rtol=1e-4, atol=1e-5)
     assert not torch.equal(metrics["critic_loss"][0], metrics["critic_loss"][1])
 
 

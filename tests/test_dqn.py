@@ -10,99 +10,15 @@ from hypothesis import strategies as st
 from funrl import random as jr
 from funrl import tree
 from funrl.algorithms import common, dqn, replay
-from funrl.envs import make, spaces
-from funrl.envs.core import Environment
-from funrl.tree import pytree_dataclass
+from funrl.envs import make
+from funrl.envs.probes import ActionReward, Alternating, ConstantReward, ObservationReward, TwoStep
+from helpers import assert_runner_matches_vmap_train, assert_same_run
 
 
-# ---------------------------------------------------------------- probe environments
+# ---------------------------------------------------------------- probes (funrl.envs.probes)
 # One-dimensional float observations, two actions; each env isolates one part of
 # the DQN update so that a sign error, a broken gradient, a wrong bootstrap or a
 # wrong next observation gives visibly wrong Q-values.
-@pytree_dataclass
-class ProbeParams:
-    max_episode_steps: torch.Tensor
-
-
-@pytree_dataclass
-class ProbeState:
-    s: torch.Tensor  # float32 (): the observation's value
-    time: torch.Tensor
-
-
-class Probe(Environment):
-    """Base probe: observation ``[s]``; subclasses define the start, reward, next s and termination."""
-
-    horizon = 100
-
-    def default_params(self, dtype=torch.float32):
-        return ProbeParams(max_episode_steps=torch.tensor(self.horizon, dtype=torch.int64))
-
-    def observation_space(self, params):
-        return spaces.Box(-2.0, 2.0, (1,))
-
-    def action_space(self, params=None):
-        return spaces.Discrete(2)
-
-    def start(self, key):
-        return torch.zeros((), dtype=torch.float32, device=key.device)
-
-    def reset_env(self, key, params):
-        s = self.start(key)
-        return s[None], ProbeState(s=s, time=torch.zeros((), dtype=torch.int64, device=key.device))
-
-    def step_env(self, key, state, action, params):
-        reward, s_next, terminated = self.transition(state.s, action)
-        return s_next[None], ProbeState(s=s_next, time=state.time + 1), reward, terminated, {}
-
-
-class ConstantReward(Probe):
-    """One step, reward 1: Q(0, a) = 1 for both actions (tests the regression target and its sign)."""
-
-    def transition(self, s, a):
-        return torch.ones_like(s), s, torch.ones_like(s, dtype=torch.bool)
-
-
-class ObservationReward(Probe):
-    """One step, s = +-1 at random, reward s: Q(s, a) = s (the network must use its input)."""
-
-    def start(self, key):
-        return torch.where(jr.bernoulli(key, 0.5), 1.0, -1.0)
-
-    def transition(self, s, a):
-        return s, s, torch.ones_like(s, dtype=torch.bool)
-
-
-class ActionReward(Probe):
-    """One step, reward +1 for action 1 and -1 for action 0: the greedy action is 1 (tests a_tm1 indexing)."""
-
-    def transition(self, s, a):
-        return torch.where(a == 1, 1.0, -1.0), s, torch.ones_like(s, dtype=torch.bool)
-
-
-class TwoStep(Probe):
-    """s = 0 then s = 1, reward 1 only on the second step, which terminates: Q(0) = gamma, Q(1) = 1."""
-
-    def transition(self, s, a):
-        second = s > 0.5
-        return second.to(torch.float32), torch.ones_like(s), second
-
-
-class Alternating(Probe):
-    """s alternates 0, 1, 0, ... with reward 1 - s, never terminates, truncated after 3 steps.
-
-    Bootstrapping through the truncation from the real next observation (s = 1,
-    not the reset's s = 0) gives Q(0) = 1 / (1 - g^2), Q(1) = g / (1 - g^2).
-    Treating truncation as termination lowers Q(0); storing the reset
-    observation raises it.
-    """
-
-    horizon = 3
-
-    def transition(self, s, a):
-        return 1.0 - s, 1.0 - s, torch.zeros_like(s, dtype=torch.bool)
-
-
 def _probe_config(**kw):
     base = dict(
         total_timesteps=200,  # measured: every probe is within 0.01 of its answer after ~150 updates
@@ -240,17 +156,10 @@ def test_learning_and_target_updates_are_gated():
     assert tree.equal(history[0][0].learner.target_params, init_params)
 
 
-class BigReward(ConstantReward):
-    """One step, reward 100: TD errors near 100, where the Huber and squared losses part ways."""
-
-    def transition(self, s, a):
-        return 100.0 * torch.ones_like(s), s, torch.ones_like(s, dtype=torch.bool)
-
-
 def test_loss_option_selects_the_loss():
     # a fresh net has |Q| < 1 here, so every TD error lies in (99, 101):
     # squared error ~ 1e4 (CleanRL's mse), Huber(delta=1) = |td| - 0.5 ~ 99.5
-    env = BigReward()
+    env = ConstantReward(reward=100.0)  # TD errors near 100, where the Huber and squared losses part ways
     losses = {}
     for loss in ("mse", "huber"):
         config = _probe_config(loss=loss, total_timesteps=2, learning_starts=1000)
@@ -309,32 +218,6 @@ def _cartpole_config(**kw):
     return dqn.Config(**base)
 
 
-def _assert_same_run(a, b):
-    """Integer and bool leaves (actions, counters, dones, buffer indices) equal; float leaves to 1e-6.
-
-    Why not bit for bit everywhere: under vmap ``F.linear`` runs torch's CPU
-    ``bmm`` while one seed runs ``addmm``, and for small matrices the two
-    kernels round differently (measured on this CPU: a 1-ulp difference in a
-    4-H-2 MLP whenever batch * H is below ~256, e.g. the rollout's forward of
-    num_envs observations; none from batch 32 up).  Every other op is
-    identical, so the trajectories (actions, episodes) must match exactly and
-    the floats only to rounding.
-    """
-    la, lb = tree.leaves(a), tree.leaves(b)
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb):
-        assert x.shape == y.shape and x.dtype == y.dtype
-        if x.is_floating_point():
-            assert torch.allclose(x, y, rtol=1e-5, atol=1e-6), (x - y).abs().max()
-        else:
-            assert torch.equal(x, y)
-
-
-@pytest.fixture(scope="module")
-def cartpole():
-    return make("CartPole-v1")
-
-
 def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole):
     env, params = cartpole
     config = _cartpole_config()
@@ -345,7 +228,7 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole):
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())
     for i in range(2):
         s_i, m_i = train(keys[i])
-        _assert_same_run((s_i, m_i), tree.index((states, metrics), i))
+        assert_same_run((s_i, m_i), tree.index((states, metrics), i))
         for name in ("episode_return", "episode_length", "episodes", "epsilon"):
             assert torch.equal(m_i[name], metrics[name][i])
     s_again, m_again = train(keys[1])
@@ -357,15 +240,9 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole):
 
 def test_runner_eager_equals_vmap_train(cartpole):
     env, params = cartpole
-    config = _cartpole_config(total_timesteps=24)
     keys = jr.split(jr.key(3), 2)
-    states, metrics = torch.func.vmap(dqn.make_train(config, env, params))(keys)
-    runner = common.Runner(dqn.make_algorithm, config, env, params, compile=False)
-    seen = []
-    r_state, r_metrics = runner.run(runner.init(keys), callback=lambda s, info: seen.append(info.env_steps), chunk_size=2)
+    seen = assert_runner_matches_vmap_train(dqn, _cartpole_config(total_timesteps=24), env, params, keys, chunk_size=2)
     assert seen == [24, 48]  # 4 updates of 3 steps x 2 envs x 2 seeds, reported every 2 updates
-    assert tree.equal(tree.map(lambda x: x.T, r_metrics), metrics)
-    assert tree.equal(r_state, states)
 
 
 def test_hyperparameter_batching_equals_separate_runs(cartpole):
@@ -380,7 +257,7 @@ def test_hyperparameter_batching_equals_separate_runs(cartpole):
             dqn.Config(**{**config.__dict__, "learning_rate": float(lrs[i]), "gamma": float(gammas[i])}), env, params
         )
         _, m_i = separate(keys[i])
-        _assert_same_run(m_i, tree.index(metrics, i))
+        assert_same_run(m_i, tree.index(metrics, i))
     assert not torch.equal(metrics["td_loss"][0], metrics["td_loss"][1])
 
 

@@ -15,16 +15,6 @@ from funrl import random as jr
 from funrl import tree
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these tests run thousands of tiny ops; with the 2 intra-op threads
-    # contending on a shared machine they ran ~30x slower (measured)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _moments(x: torch.Tensor):
     x = x.double().reshape(-1)
     mean = x.mean()

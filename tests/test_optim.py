@@ -16,16 +16,6 @@ from funrl import random as jr
 from funrl import tree
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these tests run thousands of tiny ops; with the 2 intra-op threads
-    # contending on a shared machine they ran ~30x slower (measured)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------- torch.optim equivalence
 def _problem(seed: int, dtype):
     """A random least-squares problem: params {"w": (3, 5), "b": (3,)} and fixed data.

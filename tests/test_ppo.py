@@ -10,61 +10,10 @@ from funrl import random as jr
 from funrl import tree
 from funrl.algorithms import ppo
 from funrl.algorithms.common import Runner
-from funrl.envs import spaces
-from funrl.envs.core import Environment
-from funrl.tree import pytree_dataclass
+from funrl.envs.probes import CoinFlipBandit
 
 
-# ------------------------------------------------------------------ probe environments
-@pytree_dataclass
-class ProbeParams:
-    max_episode_steps: torch.Tensor
-
-
-@pytree_dataclass
-class ProbeState:
-    obs: torch.Tensor
-    time: torch.Tensor
-
-
-class Bandit(Environment):
-    """One-step episodes; observation is +-1 at random; reward depends on the action (and optionally the obs).
-
-    ``mode="action"``: reward 1 for action 1, 0 for action 0 (policy must prefer action 1).
-    ``mode="constant"``: reward 1 whatever happens (value must approach 1).
-    ``mode="obs_action"``: reward 1 when action == (obs > 0) (policy must read the observation).
-    """
-
-    def __init__(self, mode: str):
-        self.mode = mode
-
-    def default_params(self, dtype=torch.float32):
-        return ProbeParams(max_episode_steps=torch.tensor(1))
-
-    def _obs(self, key):
-        return torch.where(jr.bernoulli(key, 0.5), 1.0, -1.0).reshape(1)
-
-    def reset_env(self, key, params):
-        obs = self._obs(key)
-        return obs, ProbeState(obs=obs, time=torch.zeros((), dtype=torch.int64))
-
-    def step_env(self, key, state, action, params):
-        if self.mode == "action":
-            reward = (action == 1).float()
-        elif self.mode == "constant":
-            reward = torch.ones(())
-        else:
-            reward = (action == (state.obs[0] > 0).long()).float()
-        obs = self._obs(key)
-        return obs, ProbeState(obs=obs, time=state.time + 1), reward, torch.ones((), dtype=torch.bool), {}
-
-    def observation_space(self, params):
-        return spaces.Box(-1.0, 1.0, (1,))
-
-    def action_space(self, params=None):
-        return spaces.Discrete(2)
-
-
+# ------------------------------------------------------------------ probes (funrl.envs.probes)
 PROBE_CONFIG = ppo.Config(
     total_timesteps=4096, num_envs=8, num_steps=8, num_minibatches=2, update_epochs=4,
     learning_rate=1e-2, anneal_lr=False, ent_coef=0.0, hidden_sizes=(16,), gamma=0.99,
@@ -72,7 +21,7 @@ PROBE_CONFIG = ppo.Config(
 
 
 def _probe_run(mode, seed=0):
-    env = Bandit(mode)
+    env = CoinFlipBandit(mode)
     params = env.default_params()
     train = ppo.make_train(PROBE_CONFIG, env, params)
     return train(jr.key(seed)), env, params

@@ -1,7 +1,9 @@
 """The README's Python examples run as written (a README that lies is a bug).
 
 Every ```python block of README.md is executed in a fresh namespace, in a
-temporary working directory (examples may write results folders).
+temporary working directory (examples may write results folders).  Blocks
+fenced as ```py instead are scripts for another launcher (torchrun) and are
+not run here; tests/test_distributed.py covers what they show.
 """
 
 from __future__ import annotations

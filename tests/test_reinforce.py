@@ -6,93 +6,15 @@ import torch
 from funrl import random as jr
 from funrl import tree
 from funrl.algorithms import common, reinforce
-from funrl.envs import make, spaces
-from funrl.envs.core import Environment
-from funrl.tree import pytree_dataclass
+from funrl.envs import make
+from funrl.envs.probes import ActionReward, ConstantReward, ObservationReward, TwoStep
+from helpers import assert_runner_matches_vmap_train, assert_same_run
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run with one torch thread: these tiny ops slow down ~5x when two OpenMP threads share a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-# ---------------------------------------------------------------- probe environments
+# ---------------------------------------------------------------- probes (funrl.envs.probes)
 # One float observation, two actions; each env isolates one part of the update so
 # that a sign error, a missing discount or a wrong bootstrap gives visibly wrong
 # values or a policy that prefers the wrong action.
-@pytree_dataclass
-class ProbeParams:
-    max_episode_steps: torch.Tensor
-
-
-@pytree_dataclass
-class ProbeState:
-    s: torch.Tensor  # float32 (): the observation's value
-    time: torch.Tensor
-
-
-class Probe(Environment):
-    """Base probe: observation ``[s]``; subclasses define the start, reward, next s and termination."""
-
-    horizon = 100
-
-    def default_params(self, dtype=torch.float32):
-        return ProbeParams(max_episode_steps=torch.tensor(self.horizon, dtype=torch.int64))
-
-    def observation_space(self, params):
-        return spaces.Box(-2.0, 2.0, (1,))
-
-    def action_space(self, params=None):
-        return spaces.Discrete(2)
-
-    def start(self, key):
-        return torch.zeros((), dtype=torch.float32, device=key.device)
-
-    def reset_env(self, key, params):
-        s = self.start(key)
-        return s[None], ProbeState(s=s, time=torch.zeros((), dtype=torch.int64, device=key.device))
-
-    def step_env(self, key, state, action, params):
-        reward, s_next, terminated = self.transition(state.s, action)
-        return s_next[None], ProbeState(s=s_next, time=state.time + 1), reward, terminated, {}
-
-
-class ConstantReward(Probe):
-    """One step, reward 1: V(0) = 1."""
-
-    def transition(self, s, a):
-        return torch.ones_like(s), s, torch.ones_like(s, dtype=torch.bool)
-
-
-class ObservationReward(Probe):
-    """One step, s = +-1 at random, reward s: V(s) = s (the critic must use its input)."""
-
-    def start(self, key):
-        return torch.where(jr.bernoulli(key, 0.5), 1.0, -1.0)
-
-    def transition(self, s, a):
-        return s, s, torch.ones_like(s, dtype=torch.bool)
-
-
-class ActionReward(Probe):
-    """One step, reward +1 for action 1 and -1 for action 0: the policy must prefer action 1."""
-
-    def transition(self, s, a):
-        return torch.where(a == 1, 1.0, -1.0), s, torch.ones_like(s, dtype=torch.bool)
-
-
-class TwoStep(Probe):
-    """s = 0 then s = 1, reward 1 only on the second step, which terminates: V(0) = gamma, V(1) = 1."""
-
-    def transition(self, s, a):
-        second = s > 0.5
-        return second.to(torch.float32), torch.ones_like(s), second
-
-
 # Many envs and short rollouts: eager cost is per call, not per env, so 32 envs x
 # 2 steps x 80 updates (5k transitions) take about a second.
 def _probe_config(**kw):
@@ -179,29 +101,6 @@ def _cartpole_config(**kw):
     return reinforce.Config(**base)
 
 
-@pytest.fixture(scope="module")
-def cartpole():
-    return make("CartPole-v1")
-
-
-def assert_same_run(a, b):
-    """Two runs of one seed agree: integer/bool leaves (env steps, episode counts) exactly, floats to rounding.
-
-    Not bit for bit: on CPU, torch's unbatched matmuls (the critic's one-column
-    head in the forward pass, the weight gradients of ``linear`` in the backward)
-    and the batched matmuls they become under ``vmap`` do not always round
-    identically (measured: ~1e-9 absolute on weights after a few updates).  The
-    rollouts stay identical; the learnt numbers agree to float32 rounding.
-    """
-    la, lb = tree.leaves(a), tree.leaves(b)
-    assert tree.structure(a) == tree.structure(b) and len(la) == len(lb)
-    for x, y in zip(la, lb):
-        if x.is_floating_point():
-            assert torch.allclose(x, y, rtol=1e-5, atol=1e-6), (x, y)
-        else:
-            assert torch.equal(x, y), (x, y)
-
-
 @pytest.mark.parametrize("baseline", [False, True])
 def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole, baseline):
     env, params = cartpole
@@ -228,13 +127,8 @@ def test_runner_eager_equals_vmap_train(cartpole):
     env, params = cartpole
     config = _cartpole_config(total_timesteps=4 * 2 * 6)
     keys = jr.split(jr.key(3), 2)
-    states, metrics = torch.func.vmap(reinforce.make_train(config, env, params))(keys)
-    runner = common.Runner(reinforce.make_algorithm, config, env, params, compile=False)
-    seen = []
-    r_state, r_metrics = runner.run(runner.init(keys), callback=lambda s, info: seen.append(info.env_steps), chunk_size=2)
+    seen = assert_runner_matches_vmap_train(reinforce, config, env, params, keys, chunk_size=2)
     assert seen == [48, 96]  # 4 updates of 6 steps x 2 envs x 2 seeds, reported every 2 updates
-    assert tree.equal(tree.map(lambda x: x.T, r_metrics), metrics)
-    assert tree.equal(r_state, states)
 
 
 def test_hyperparameter_batching_equals_separate_runs(cartpole):

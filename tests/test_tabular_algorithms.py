@@ -10,15 +10,6 @@ from funrl.envs import make
 from funrl.envs.tabular import FiniteMDP, FrozenLake, random_mdp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run with one torch thread: these tiny ops slow down ~5x when two OpenMP threads share a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _config(**kw):
     # optimistic start: every step changes the table even before the goal is found
     base = dict(num_envs=8, num_steps=4, total_timesteps=8 * 4 * 3, learning_rate=0.5, gamma=0.9, initial_q=1.0)

@@ -1,7 +1,4 @@
-"""Tests of funrl.algorithms.td3: probes, the smoothed twin-min target, delays, batching identities.
-
-The continuous-action probe environments come from ``test_ddpg.py``.
-"""
+"""Tests of funrl.algorithms.td3: probes, the smoothed twin-min target, delays, batching identities."""
 
 import dataclasses
 
@@ -10,9 +7,10 @@ import torch
 
 from funrl import random as jr
 from funrl import tree
-from funrl.algorithms import common, ddpg, replay, td3
+from funrl.algorithms import ddpg, replay, td3
 from funrl.envs import make
-from test_ddpg import Alternating, Bandit, TwoStep, assert_same_run, q_grid
+from funrl.envs.probes import Alternating, ContinuousBandit, TwoStep
+from helpers import assert_runner_matches_vmap_train, assert_same_run, q_grid
 
 
 def _probe_config(**kw):
@@ -39,7 +37,7 @@ def _networks(env, config):
 
 # ---------------------------------------------------------------- probes
 def test_probe_bandit_actor_finds_the_best_action():
-    env = Bandit()
+    env = ContinuousBandit()
     config = _probe_config()
     state, _ = td3.make_train(config, env, env.default_params())(jr.key(0))
     a = td3.evaluation_policy(config, env, env.default_params())(state, jr.key(0), torch.zeros(2, 1))
@@ -48,7 +46,7 @@ def test_probe_bandit_actor_finds_the_best_action():
 
 
 def test_probe_truncation_bootstraps_from_final_obs_in_both_critics():
-    env = Alternating()
+    env = Alternating(continuous=True)
     config = _probe_config(total_timesteps=250)
     state, _ = td3.make_train(config, env, env.default_params())(jr.key(1))
     _, critic = _networks(env, config)
@@ -61,7 +59,8 @@ def test_probe_truncation_bootstraps_from_final_obs_in_both_critics():
 
 
 def test_buffer_holds_real_next_obs_and_terminated_flag():
-    for env, terminated in [(Alternating(), [False, False, False]), (TwoStep(), [False, True, False])]:
+    cases = [(Alternating(continuous=True), [False, False, False]), (TwoStep(continuous=True), [False, True, False])]
+    for env, terminated in cases:
         config = _probe_config(train_frequency=3, total_timesteps=6, learning_starts=100)
         algo = td3.make_algorithm(config, env, env.default_params())
         state, _ = algo.update(algo.init(jr.key(0)))
@@ -119,7 +118,7 @@ def test_critic_step_uses_the_smoothed_twin_min_target():
 
 
 def test_learning_actor_delay_and_targets_are_gated():
-    env = TwoStep()
+    env = TwoStep(continuous=True)
     config = _probe_config(total_timesteps=10, learning_starts=4, policy_frequency=3, tau=0.5, batch_size=4)
     algo = td3.make_algorithm(config, env, env.default_params())
     state = algo.init(jr.key(1))
@@ -155,11 +154,6 @@ def _pendulum_config(**kw):
     return td3.Config(**base)
 
 
-@pytest.fixture(scope="module")
-def pendulum():
-    return make("Pendulum-v1")
-
-
 def test_vmap_train_equals_single_runs_and_is_deterministic(pendulum):
     env, params = pendulum
     config = _pendulum_config()
@@ -170,19 +164,14 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(pendulum):
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())
     for i in range(2):
         s_i, m_i = train(keys[i])
-        assert_same_run((s_i, m_i), tree.index((states, metrics), i))
+        assert_same_run((s_i, m_i), tree.index((states, metrics), i), rtol=1e-4, atol=1e-5)
     assert tree.equal(train(keys[1]), (s_i, m_i))  # same key, same path: bit for bit
 
 
 def test_runner_eager_equals_vmap_train(pendulum):
     env, params = pendulum
-    config = _pendulum_config(total_timesteps=16)
     keys = jr.split(jr.key(3), 2)
-    states, metrics = torch.func.vmap(td3.make_train(config, env, params))(keys)
-    runner = common.Runner(td3.make_algorithm, config, env, params, compile=False)
-    r_state, r_metrics = runner.run(runner.init(keys), chunk_size=3)
-    assert tree.equal(tree.map(lambda x: x.T, r_metrics), metrics)
-    assert tree.equal(r_state, states)
+    assert_runner_matches_vmap_train(td3, _pendulum_config(total_timesteps=16), env, params, keys, chunk_size=3)
 
 
 def test_hyperparameter_batching_equals_separate_runs(pendulum):
@@ -198,7 +187,7 @@ def test_hyperparameter_batching_equals_separate_runs(pendulum):
     _, metrics = torch.func.vmap(td3.make_train(config, env, params))(keys, hp)
     for i in range(2):
         separate = td3.make_train(dataclasses.replace(config, **{k: float(v[i]) for k, v in hp.items()}), env, params)
-        assert_same_run(separate(keys[i])[1], tree.index(metrics, i))
+        assert_same_run(separate(keys[i])[1], tree.index(metrics, i), rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------- errors

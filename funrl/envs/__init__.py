@@ -4,7 +4,8 @@
 ``env.step(key, state, action, params)`` are pure functions that vmap and
 compile.  Importing this package imports no environment module: entries are
 loaded by :func:`make`, and the tabular/gymnasium helpers on first attribute
-access.
+access.  :mod:`funrl.envs.probes` holds probe environments with known answers
+for debugging agents.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ _LAZY = {
     "from_gymnasium": ("funrl.envs.gymnasium", "from_gymnasium"),
 }
 _LAZY_MODULES = {
-    "wrappers", "tabular", "gymnasium", "cartpole", "pendulum", "mountain_car", "acrobot",
+    "wrappers", "tabular", "gymnasium", "cartpole", "pendulum", "mountain_car", "acrobot", "probes",
 }
 
 

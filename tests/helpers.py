@@ -1,0 +1,64 @@
+"""Helpers shared by the algorithm tests (import with ``from helpers import ...``; pytest puts tests/ on sys.path)."""
+
+import torch
+
+from funrl import tree
+from funrl.algorithms import common
+
+
+def assert_same_run(a, b, rtol=1e-5, atol=1e-6):
+    """Two runs of one seed agree: integer/bool leaves exactly, float leaves to rounding.
+
+    Compares pytree structure, then each leaf's shape and dtype; integer and
+    bool leaves (actions, counters, dones, buffer slots, keys) must be equal,
+    float leaves ``allclose(rtol, atol)``.
+
+    Why not bit for bit: on CPU, under ``vmap`` ``F.linear`` runs torch's
+    ``bmm`` where one seed runs ``addmm``/``mm``, and for small matrices the
+    kernels can round differently (measured: a 1-ulp difference in a tiny
+    MLP's forward, ~1e-9 absolute on weight gradients); reductions over a
+    batch (bias and weight gradients) too.  The random draws depend only on
+    the integer keys, so the trajectories stay identical and the learnt
+    numbers agree to float32 rounding -- after a few dozen off-policy updates
+    only to ~1e-5, hence the looser tolerances the DDPG-family tests pass.
+    """
+    la, lb = tree.leaves(a), tree.leaves(b)
+    assert tree.structure(a) == tree.structure(b) and len(la) == len(lb)
+    for x, y in zip(la, lb):
+        assert x.shape == y.shape and x.dtype == y.dtype, (x.shape, y.shape, x.dtype, y.dtype)
+        if x.is_floating_point():
+            assert torch.allclose(x, y, rtol=rtol, atol=atol), (x - y).abs().max()
+        else:
+            assert torch.equal(x, y), (x, y)
+
+
+def q_grid(critic_apply, critic_params, s_values, num_actions=5):
+    """Q(s, a) on a grid: ``[len(s_values), num_actions]`` for actions evenly spaced in [-1, 1]."""
+    a = torch.linspace(-1.0, 1.0, num_actions)[:, None]
+    return torch.stack(
+        [critic_apply(critic_params, torch.full((num_actions, 1), float(s)), a) for s in s_values]
+    ).detach()
+
+
+def assert_runner_matches_vmap_train(algo, config, env, params, keys, chunk_size):
+    """The eager ``common.Runner`` over seeds equals ``vmap(algo.make_train)``, bit for bit.
+
+    Args:
+      algo: an algorithm module (``make_train``, ``make_algorithm``).
+      config, env, params: as for ``algo.make_train``.
+      keys: one key per seed, ``(S, 2)``.
+      chunk_size: updates per runner chunk (callback call).
+
+    Returns:
+      The ``env_steps`` the runner's callback reported after each chunk.
+    """
+    states, metrics = torch.func.vmap(algo.make_train(config, env, params))(keys)
+    runner = common.Runner(algo.make_algorithm, config, env, params, compile=False)
+    seen = []
+    r_state, r_metrics = runner.run(
+        runner.init(keys), callback=lambda s, info: seen.append(info.env_steps), chunk_size=chunk_size
+    )
+    # the runner stacks metrics [updates, seeds]; vmap(train) gives [seeds, updates]
+    assert tree.equal(tree.map(lambda x: x.T, r_metrics), metrics)
+    assert tree.equal(r_state, states)
+    return seen
