@@ -44,8 +44,9 @@ def test_probe_constant_reward_value_is_one():
     (state, _), _, _ = _probe_run("constant")
     critic = funrl.nn.mlp([1, *PROBE_CONFIG.hidden_sizes, 1], activation=PROBE_CONFIG.activation)
     v = critic.apply(state.params["critic"], torch.tensor([[1.0], [-1.0]])).squeeze(-1)
-    # one-step episodes: V = r = 1 (no bootstrap through the terminal step)
-    assert torch.allclose(v, torch.ones(2), atol=0.1), v
+    # one-step episodes: V = r = 1 (no bootstrap through the terminal step; a bootstrap
+    # bug gives ~1 + gamma, a sign error -1, no learning ~0). The trained value is 1 to 4 digits.
+    assert torch.allclose(v, torch.ones(2), atol=1e-2), v
 
 
 def test_probe_reward_from_observation_and_action():
