@@ -34,8 +34,12 @@ scale with ``--steps-scale``; ``--max-updates`` stops each run early (a smoke
 run: the schedules still follow the full budget).  ``--quick`` = 2 seeds,
 scale 0.002, at most 2 updates, eager, 2 evaluation episodes.  Writes
 ``benchmarks/results/learning.json`` (``learning_quick.json`` with
-``--quick``, or ``--out``).  Not run in CI (the full run takes hours on 2 CPU
-cores); only ``--quick`` is smoke-tested.
+``--quick``, or ``--out``), atomically, after every row: a run that is
+stopped keeps the rows it finished.  Rows of an earlier run in that file that
+this run does not redo are kept (each row records when and how it ran), so the
+slow rows can be run one session at a time; ``--fresh`` starts the file over.
+Not run in CI (the full run takes hours on 2 CPU cores); only ``--quick`` is
+smoke-tested.
 """
 
 from __future__ import annotations
@@ -47,10 +51,13 @@ import os
 import platform
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+
+from funrl.checkpoint import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -128,6 +135,7 @@ def run_row(name: str, row: Row, args) -> dict:
     env_params = tree.map(lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, env_params)
 
     torch._dynamo.reset()
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     runner = Runner(module.make_algorithm, config, env, env_params, compile=args.compile)
     state = runner.init(seed_keys(args.seed, args.seeds, device))
@@ -185,7 +193,29 @@ def run_row(name: str, row: Row, args) -> dict:
     out["met"] = bool(summary["iqm"] >= out["threshold"])
     out["gap"] = summary["iqm"] - out["threshold"]
     out["wall_s"] = time.perf_counter() - t0
+    out.update(
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        threads=args.threads,
+        device=args.device,
+        load_average_before=list(load_before),
+        load_average_after=list(os.getloadavg()),
+    )
     return out
+
+
+def _earlier_rows(path: Path, quick: bool, redo: list[str]) -> list[dict]:
+    """Rows of an earlier run in ``path`` that this run keeps: same quick mode, not in ``redo``."""
+    if not path.exists():
+        return []
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--out: {path} exists but is not a learning.py JSON ({e}); pass --fresh to overwrite it")
+    if not isinstance(earlier, dict) or earlier.get("benchmark") != "learning" or not isinstance(earlier.get("rows"), list):
+        raise SystemExit(f"--out: {path} exists but is not a learning.py JSON; pass --fresh to overwrite it")
+    if earlier.get("quick") != quick:
+        return []
+    return [r for r in earlier["rows"] if isinstance(r, dict) and r.get("name") not in redo]
 
 
 def _print_table(rows: list) -> None:
@@ -220,6 +250,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cpu", help="torch device (default cpu)")
     ap.add_argument("--seed", type=int, default=0, help="base seed")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default results/learning.json; --quick: learning_quick.json)")
+    ap.add_argument("--fresh", action="store_true", help="drop the rows of earlier runs in the JSON instead of keeping them")
     args = ap.parse_args(argv)
     q = args.quick
     try:
@@ -251,8 +282,36 @@ def main(argv=None) -> dict:
         f"scale {args.steps_scale:g}, compile {args.compile}, load average {load[0]:.2f}",
         flush=True,
     )
+    out_path = args.out or RESULTS / ("learning_quick.json" if q else "learning.json")
+    kept = [] if args.fresh else _earlier_rows(out_path, q, names)
+    if kept:
+        print(f"keeping {len(kept)} earlier row(s) of {out_path}: {', '.join(r.get('name', '?') for r in kept)}")
     t_start = time.perf_counter()
     rows = []
+
+    def result_so_far() -> dict:
+        everything = kept + rows
+        return {
+            "benchmark": "learning",
+            "quick": q,
+            "seeds": args.seeds,
+            "steps_scale": args.steps_scale,
+            "max_updates": args.max_updates,
+            "episodes": args.episodes,
+            "compile": args.compile,
+            "threads": args.threads,
+            "device": args.device,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+            "versions": {"torch": torch.__version__, "python": platform.python_version()},
+            "load_average_before": list(load),
+            "load_average_after": list(os.getloadavg()),
+            "wall_s": time.perf_counter() - t_start,
+            "rows": everything,
+            "met": [r["name"] for r in everything if r.get("met") is True],
+            "missed": [r["name"] for r in everything if r.get("met") is False],
+            "skipped": [r["name"] for r in everything if "skipped" in r],
+        }
+
     for name in names:
         print(f"[{name}] training ...", flush=True)
         r = run_row(name, ROWS[name], args)
@@ -265,31 +324,12 @@ def main(argv=None) -> dict:
                 flush=True,
             )
         rows.append(r)
-    result = {
-        "benchmark": "learning",
-        "quick": q,
-        "seeds": args.seeds,
-        "steps_scale": args.steps_scale,
-        "max_updates": args.max_updates,
-        "episodes": args.episodes,
-        "compile": args.compile,
-        "threads": args.threads,
-        "device": args.device,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "load_average_before": list(load),
-        "load_average_after": list(os.getloadavg()),
-        "wall_s": time.perf_counter() - t_start,
-        "rows": rows,
-        "met": [r["name"] for r in rows if r.get("met") is True],
-        "missed": [r["name"] for r in rows if r.get("met") is False],
-        "skipped": [r["name"] for r in rows if "skipped" in r],
-    }
+        # after every row, so that a stopped run keeps what it finished
+        write_json_atomic(out_path, result_so_far())
+    result = result_so_far()
+    write_json_atomic(out_path, result)
     print()
-    _print_table(rows)
-    out_path = args.out or RESULTS / ("learning_quick.json" if q else "learning.json")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2))
+    _print_table(kept + rows)
     print(f"\nwrote {out_path}")
     return result
 

@@ -62,3 +62,38 @@ def assert_runner_matches_vmap_train(algo, config, env, params, keys, chunk_size
     assert tree.equal(tree.map(lambda x: x.T, r_metrics), metrics)
     assert tree.equal(r_state, states)
     return seen
+
+
+def assert_buffer_stores_final_obs_and_termination(algo, config):
+    """One update of an off-policy algorithm on the continuous probes fills its buffer correctly.
+
+    ``config`` must collect 3 transitions per update (``train_frequency=3``,
+    one env) and not learn yet.  On ``Alternating`` (obs 0, 1, 0, truncated
+    after 3 steps, reward ``1 - obs``) the third transition's ``next_obs`` is
+    the episode's ``final_obs`` (1), not the auto-reset observation (0), and
+    nothing counts as terminated; on ``TwoStep`` the second step terminates.
+
+    Args:
+      algo: an algorithm module with ``make_algorithm`` and a ``state.buffer``.
+      config: its Config, as above.
+
+    Returns:
+      The state after the update on ``Alternating``.
+    """
+    from funrl import random as jr
+    from funrl.envs.probes import Alternating, TwoStep
+
+    states = []
+    for env, terminated in ((Alternating(continuous=True), [False, False, False]),
+                            (TwoStep(continuous=True), [False, True, False])):
+        algorithm = algo.make_algorithm(config, env, env.default_params())
+        state, _ = algorithm.update(algorithm.init(jr.key(0)))
+        assert state.buffer.data["terminated"][:3].tolist() == terminated, type(env).__name__
+        states.append(state)
+    data = states[0].buffer.data
+    assert data["obs"][:3, 0].tolist() == [0.0, 1.0, 0.0]
+    assert data["next_obs"][:3, 0].tolist() == [1.0, 0.0, 1.0]  # the last is final_obs, not the reset's 0
+    assert data["reward"][:3].tolist() == [1.0, 0.0, 1.0]
+    assert states[0].obs[:, 0].tolist() == [0.0]  # the auto-reset observation
+    assert int(states[0].buffer.size) == 3 and int(states[0].global_step) == 3
+    return states[0]

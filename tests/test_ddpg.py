@@ -10,7 +10,7 @@ from funrl import tree
 from funrl.algorithms import ddpg
 from funrl.envs import make
 from funrl.envs.probes import Alternating, ContinuousBandit, TwoStep
-from helpers import assert_runner_matches_vmap_train, assert_same_run, q_grid
+from helpers import assert_buffer_stores_final_obs_and_termination, assert_runner_matches_vmap_train, assert_same_run, q_grid
 
 
 # ---------------------------------------------------------------- probes (funrl.envs.probes)
@@ -70,22 +70,11 @@ def test_probe_truncation_bootstraps_from_final_obs():
     assert torch.allclose(q([0.0, 1.0]), expected, atol=0.08), q([0.0, 1.0])
 
 
-def test_buffer_holds_real_next_obs_actions_in_bounds_and_terminated_flag():
-    env = Alternating(continuous=True)
+def test_buffer_holds_real_next_obs_and_terminated_flag():
     config = _probe_config(train_frequency=3, total_timesteps=6, learning_starts=100)
-    algo = ddpg.make_algorithm(config, env, env.default_params())
-    state, _ = algo.update(algo.init(jr.key(0)))  # one episode of 3 steps, truncated at the third
-    data = state.buffer.data
-    assert data["obs"][:3, 0].tolist() == [0.0, 1.0, 0.0]
-    assert data["next_obs"][:3, 0].tolist() == [1.0, 0.0, 1.0]  # the last is final_obs, not the reset's 0
-    assert data["reward"][:3].tolist() == [1.0, 0.0, 1.0]
-    assert data["terminated"][:3].tolist() == [False, False, False]
-    assert state.obs[:, 0].tolist() == [0.0]  # the auto-reset observation
-    assert int(state.buffer.size) == 3 and int(state.global_step) == 3
-    env2 = TwoStep(continuous=True)
-    algo2 = ddpg.make_algorithm(config, env2, env2.default_params())
-    state2, _ = algo2.update(algo2.init(jr.key(0)))
-    assert state2.buffer.data["terminated"][:3].tolist() == [False, True, False]
+    state = assert_buffer_stores_final_obs_and_termination(ddpg, config)
+    # before learning_starts the actions are uniform in the action box
+    assert bool((state.buffer.data["action"][:3].abs() <= 1.0).all())
 
 
 def test_random_actions_before_learning_starts_cover_the_box():

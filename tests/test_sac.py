@@ -11,7 +11,7 @@ from funrl import tree
 from funrl.algorithms import ddpg, replay, sac
 from funrl.envs import make
 from funrl.envs.probes import Alternating, ContinuousBandit, TwoStep
-from helpers import assert_runner_matches_vmap_train, assert_same_run
+from helpers import assert_buffer_stores_final_obs_and_termination, assert_runner_matches_vmap_train, assert_same_run
 
 
 def _probe_config(**kw):
@@ -99,14 +99,9 @@ def test_probe_truncation_bootstraps_from_final_obs_in_both_critics():
 
 
 def test_buffer_holds_real_next_obs_and_terminated_flag():
-    cases = [(Alternating(continuous=True), [False, False, False]), (TwoStep(continuous=True), [False, True, False])]
-    for env, terminated in cases:
-        config = _probe_config(train_frequency=3, total_timesteps=6, learning_starts=100)
-        algo = sac.make_algorithm(config, env, env.default_params())
-        state, _ = algo.update(algo.init(jr.key(0)))
-        assert state.buffer.data["terminated"][:3].tolist() == terminated
-        if isinstance(env, Alternating):
-            assert state.buffer.data["next_obs"][:3, 0].tolist() == [1.0, 0.0, 1.0]  # final_obs, not the reset's 0
+    assert_buffer_stores_final_obs_and_termination(
+        sac, _probe_config(train_frequency=3, total_timesteps=6, learning_starts=100)
+    )
 
 
 # ---------------------------------------------------------------- the SAC losses, recomputed by hand

@@ -39,7 +39,7 @@ def test_td_methods_converge_to_their_fixed_points(method, mdp_seed):
     lr, tol = (0.1, 0.15) if method == "sarsa" else (0.5, 1e-4)
     config = tabular.Config(
         method=method, num_envs=128, num_steps=40, total_timesteps=128 * 40 * 2, learning_rate=lr, gamma=gamma,
-        start_e=1.0, end_e=1.0,
+        start_e=1.0, end_e=1.0, anneal_lr=False,  # a constant step: the iterates hover around the fixed point
     )
     state, metrics = tabular.make_train(config, mdp, mdp.default_params())(jr.key(0))
     target = q_star if method == "q_learning" else q_uniform
@@ -92,6 +92,27 @@ def test_simultaneous_transitions_average_their_td_errors():
     assert float(state.q[0, 0]) == pytest.approx(0.5 * mean_reward, abs=1e-6)
     assert state.q[1:].eq(0).all()
     assert float(metrics["episodes"][0]) == 8.0 and int(state.global_step) == 8
+
+
+@pytest.mark.parametrize("anneal_lr", [False, True])
+def test_annealed_step_size_by_hand(anneal_lr):
+    """One env, one state, one action that ends the episode with reward 1: ``Q <- Q + lr_k (1 - Q)``.
+
+    So after T steps ``Q = 1 - prod_k (1 - lr_k)``, with ``lr_k = lr`` or, annealed,
+    ``lr (1 - k / T)`` for the step taken at global step ``k = 0 .. T-1``.
+    """
+    P = torch.zeros(2, 1, 2, dtype=torch.float64)
+    P[0, 0, 1] = P[1, 0, 1] = 1.0
+    R = torch.zeros(2, 1, 2, dtype=torch.float64)
+    R[0, 0, 1] = 1.0
+    mdp = FiniteMDP(P, R, initial_distribution=[1.0, 0.0], terminal_states=[1])
+    T, lr = 4, 0.5
+    config = _config(num_envs=1, num_steps=1, total_timesteps=T, learning_rate=lr, initial_q=0.0, anneal_lr=anneal_lr)
+    state, _ = tabular.make_train(config, mdp, mdp.default_params())(jr.key(0))
+    rates = [lr * (1 - k / T) if anneal_lr else lr for k in range(T)]
+    expected = 1.0 - torch.tensor([1.0 - r for r in rates], dtype=torch.float64).prod()
+    assert float(state.q[0, 0]) == pytest.approx(float(expected), abs=1e-6)
+    assert float(expected) == pytest.approx(1 - 0.5 * 0.625 * 0.75 * 0.875 if anneal_lr else 1 - 0.5**4)
 
 
 def test_sarsa_order_next_action_comes_from_the_pre_update_table():
@@ -188,6 +209,8 @@ def test_bad_inputs(frozen_lake):
     tabular.Config(gamma=1.0, track_greedy_value=False)
     with pytest.raises(ValueError, match="config.initial_q"):
         tabular.Config(initial_q="zero")
+    with pytest.raises(ValueError, match="config.anneal_lr: expected a bool"):
+        tabular.Config(anneal_lr=1)
     cartpole, c_params = make("CartPole-v1")
     with pytest.raises(ValueError, match="Discrete observation"):
         tabular.make_train(tabular.Config(track_greedy_value=False), cartpole, c_params)

@@ -29,6 +29,22 @@ textbook update; with many, a pair visited by k envs at once gets one averaged
 step rather than k steps, so the effective step size never exceeds
 ``learning_rate`` (summing could overshoot for learning rates above 1/k).
 
+Step size: with ``anneal_lr`` (the default) the step taken at global step
+``g`` uses ``learning_rate * (1 - g / total_timesteps)``: large steps while
+the policy still changes, then averaging that removes the noise of the last
+updates.  Why it matters for Sarsa (measured on slippery FrozenLake 4x4, 16
+seeds, 200k steps): Sarsa learns the values of its epsilon-greedy behaviour,
+so a pair that the final, nearly greedy behaviour seldom takes keeps the value
+it had under the early, random behaviour.  With the former defaults
+(constant step 0.1, epsilon to 0.1 over half the run) every seed's greedy
+policy took the wrong action in state 2 (which the final behaviour takes about
+once per 37k steps), 1.8% below the optimal value; lower final epsilon, longer
+runs (1M steps) or annealing a 0.1 step did not change that.  A larger,
+annealed step (0.5) with epsilon reaching 0.01 after 30% of the run lets the
+few late visits correct that value: 14 of 16 seeds optimal in each of two
+seed sets, IQM = the optimal value; Q-learning reaches it on 16 of 16 seeds,
+expected Sarsa on 15 of 16.
+
 Episode ends: ``terminated`` cuts the bootstrap (discount 0); a time-limit
 truncation bootstraps from the real final state (``info["final_obs"]``), as
 DQN does, so the Q-table estimates the discounted values of the MDP without
@@ -81,17 +97,18 @@ METHODS = ("q_learning", "sarsa", "expected_sarsa")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Tabular TD-control hyper-parameters (defaults for FrozenLake-v1, 4x4 slippery)."""
+    """Tabular TD-control hyper-parameters (defaults for FrozenLake-v1, 4x4 slippery; see the module doc)."""
 
     method: str = "q_learning"  #: "q_learning", "sarsa" or "expected_sarsa"
     total_timesteps: int = 200_000  #: env steps per seed (all envs together)
     num_envs: int = 8  #: parallel envs per seed
     num_steps: int = 125  #: env steps per env between two metric reports (one update)
-    learning_rate: float = 0.1  #: TD step size (batchable)
+    learning_rate: float = 0.5  #: TD step size at the start (batchable)
+    anneal_lr: bool = True  #: decay the step size linearly to 0 over the run (see the module doc)
     gamma: float = 0.99  #: discount (batchable)
     start_e: float = 1.0  #: initial exploration rate (batchable)
-    end_e: float = 0.1  #: final exploration rate (batchable)
-    exploration_fraction: float = 0.5  #: fraction of total_timesteps to anneal epsilon over (batchable)
+    end_e: float = 0.01  #: final exploration rate (batchable)
+    exploration_fraction: float = 0.3  #: fraction of total_timesteps to anneal epsilon over (batchable)
     initial_q: float = 0.0  #: initial value of every Q-table entry
     track_greedy_value: bool = True  #: report the greedy policy's exact value every update
 
@@ -106,6 +123,8 @@ class Config:
         )
         if isinstance(self.initial_q, bool) or not isinstance(self.initial_q, (int, float)):
             raise ValueError(f"config.initial_q: expected a number, got {self.initial_q!r}")
+        if not isinstance(self.anneal_lr, bool):
+            raise ValueError(f"config.anneal_lr: expected a bool, got {self.anneal_lr!r}")
         if not isinstance(self.track_greedy_value, bool):
             raise ValueError(f"config.track_greedy_value: expected a bool, got {self.track_greedy_value!r}")
         if self.track_greedy_value and self.gamma >= 1:
@@ -232,7 +251,10 @@ def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algor
         index = s * A + a
         td_sum = torch.zeros(S * A, dtype=q.dtype, device=q.device).scatter_add(0, index, td)
         visits = torch.zeros(S * A, dtype=q.dtype, device=q.device).scatter_add(0, index, torch.ones_like(td))
-        q = q + hp["learning_rate"] * (td_sum / torch.clamp(visits, min=1.0)).reshape(S, A)
+        lr = hp["learning_rate"]
+        if config.anneal_lr:  # the step size of the step taken at global step g is lr * (1 - g / total)
+            lr = lr * torch.clamp(1.0 - state.global_step.to(torch.float32) / config.total_timesteps, min=0.0)
+        q = q + lr * (td_sum / torch.clamp(visits, min=1.0)).reshape(S, A)
 
         step_info = StepInfo(
             abs_td=td.abs(),
