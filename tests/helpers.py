@@ -97,3 +97,21 @@ def assert_buffer_stores_final_obs_and_termination(algo, config):
     assert states[0].obs[:, 0].tolist() == [0.0]  # the auto-reset observation
     assert int(states[0].buffer.size) == 3 and int(states[0].global_step) == 3
     return states[0]
+
+
+#: per algorithm, the smallest Config overrides that still run every branch of an update
+#: (learning, target updates, the delayed actor) in a few updates, on the algorithm's default env
+TINY = {
+    "ppo": dict(total_timesteps=2 * 2 * 4, num_envs=2, num_steps=4, update_epochs=2, num_minibatches=2, hidden_sizes=(8,)),
+    "a2c": dict(total_timesteps=2 * 2 * 4, num_envs=2, num_steps=4, hidden_sizes=(8,)),
+    "reinforce": dict(total_timesteps=2 * 2 * 4, num_envs=2, num_steps=4, hidden_sizes=(8,)),
+    "dqn": dict(total_timesteps=16, num_envs=2, learning_starts=4, train_frequency=2, target_network_frequency=4,
+                batch_size=4, buffer_size=16, hidden_sizes=(8,)),
+    "tabular": dict(total_timesteps=2 * 2 * 4, num_envs=2, num_steps=4),
+    "ddpg": dict(total_timesteps=16, num_envs=2, learning_starts=4, batch_size=4, buffer_size=16, policy_frequency=2,
+                 hidden_sizes=(8,)),
+    "td3": dict(total_timesteps=16, num_envs=2, learning_starts=4, batch_size=4, buffer_size=16, policy_frequency=2,
+                hidden_sizes=(8,)),
+    "sac": dict(total_timesteps=16, num_envs=2, learning_starts=4, batch_size=4, buffer_size=16, policy_frequency=2,
+                target_network_frequency=2, hidden_sizes=(8,)),
+}

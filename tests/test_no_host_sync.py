@@ -23,6 +23,7 @@ import funrl
 from funrl import random as jr
 from funrl.algorithms import DEFAULT_ENVS, get, list_algorithms
 from funrl.algorithms.common import Runner
+from helpers import TINY
 
 #: aten ops whose result the host must wait for (they copy a value or a data-dependent shape to the CPU)
 SYNCING_OPS = {
@@ -61,23 +62,6 @@ class RecordSyncs(TorchDispatchMode):
             where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "outside funrl"
             self.calls.append(f"{func} at {where}")
         return func(*args, **(kwargs or {}))
-
-
-#: smallest configs that still run every branch of an update (learning, target updates, delayed actor)
-TINY = {
-    "ppo": dict(total_timesteps=2 * 2 * 4, num_envs=2, num_steps=4, update_epochs=2, num_minibatches=2, hidden_sizes=(8,)),
-    "a2c": dict(total_timesteps=2 * 2 * 4, num_envs=2, num_steps=4, hidden_sizes=(8,)),
-    "reinforce": dict(total_timesteps=2 * 2 * 4, num_envs=2, num_steps=4, hidden_sizes=(8,)),
-    "dqn": dict(total_timesteps=16, num_envs=2, learning_starts=4, train_frequency=2, target_network_frequency=4,
-                batch_size=4, buffer_size=16, hidden_sizes=(8,)),
-    "tabular": dict(total_timesteps=2 * 2 * 4, num_envs=2, num_steps=4),
-    "ddpg": dict(total_timesteps=16, num_envs=2, learning_starts=4, batch_size=4, buffer_size=16, policy_frequency=2,
-                 hidden_sizes=(8,)),
-    "td3": dict(total_timesteps=16, num_envs=2, learning_starts=4, batch_size=4, buffer_size=16, policy_frequency=2,
-                hidden_sizes=(8,)),
-    "sac": dict(total_timesteps=16, num_envs=2, learning_starts=4, batch_size=4, buffer_size=16, policy_frequency=2,
-                target_network_frequency=2, hidden_sizes=(8,)),
-}
 
 
 def test_every_algorithm_has_a_tiny_config():
