@@ -32,7 +32,6 @@ small matrix-vector products single-threaded.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -46,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from funrl import dp  # noqa: E402
+from funrl.checkpoint import write_json_atomic  # noqa: E402
 from funrl import random as jr  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -215,8 +215,7 @@ def main(argv=None):
         "warnings": warned,
         "rows": rows,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2))
+    write_json_atomic(out_path, result)
 
     print(f"{n} MDPs, {S} states, {A} actions, gamma={gamma}, tol={tol}; torch threads={args.threads}; "
           f"load avg before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} CPUs")

@@ -26,7 +26,6 @@ go to ``benchmarks/results/bench_envs.json`` (``bench_envs_quick.json`` with ``-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -43,6 +42,7 @@ import gymnasium  # noqa: E402
 from funrl import jit  # noqa: E402
 from funrl import random as jr  # noqa: E402
 from funrl import tree  # noqa: E402
+from funrl.checkpoint import write_json_atomic  # noqa: E402
 from funrl.envs import make, spaces, vmap_reset  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_envs.json"
@@ -219,8 +219,7 @@ def main(argv=None):
         "notes": "gymnasium native uses next-step auto-reset, funrl same-step; numpy/gymnasium single-threaded",
         "rows": rows,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2))
+    write_json_atomic(out_path, result)
     print(f"\ntorch threads: {args.threads}; load average start {load0}, end {os.getloadavg()}")
     print(f"wrote {out_path}")
     return result

@@ -34,7 +34,6 @@ machine more threads only add contention to these small kernels).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -52,6 +51,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from funrl import jit  # noqa: E402
+from funrl.checkpoint import write_json_atomic  # noqa: E402
 from funrl.losses import multistep  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_losses.json"
@@ -261,8 +261,7 @@ def main(argv=None):
         compiler_startup_s=warmup_s,
         results=rows,
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2))
+    write_json_atomic(out_path, result)
     print(f"\nwrote {out_path}")
     return result
 

@@ -13,7 +13,6 @@ Writes benchmarks/results/bench_random.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,7 @@ import torch
 
 import funrl
 from funrl import random as fr
+from funrl.checkpoint import write_json_atomic
 
 
 def timeit(fn, repeat: int) -> float:
@@ -104,11 +104,7 @@ def main(argv=None) -> dict:
             f"{r['sampler']:8} {r['funrl_eager_ms']:10.2f} {r['funrl_compiled_ms']:12.3f} "
             f"{r['torch_global_rng_ms']:10.3f} {r['compiled_speedup_vs_torch']:14.2f}x {r['compile_s']:10.1f}"
         )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, results)
     print(f"wrote {args.out}")
     return results
 

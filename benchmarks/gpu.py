@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -55,6 +54,7 @@ import throughput  # noqa: E402
 
 from funrl import jit, tree  # noqa: E402
 from funrl import random as jr  # noqa: E402
+from funrl.checkpoint import write_json_atomic  # noqa: E402
 from funrl.envs import make, vmap_reset  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -214,15 +214,8 @@ def main(argv=None) -> dict:
         "baseline_threads": [args.threads] if q else [1, 2],
         "min_time": 0.05 if q else 1.0,
     }
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    for name in ("envs", "seeds", "baseline_threads"):
-        if not getattr(args, name) or min(getattr(args, name)) < 1:
-            ap.error(f"--{name.replace('_', '-')}: expected comma-separated ints >= 1, got {getattr(args, name)}")
-    for name in ("updates", "baseline_updates", "threads"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
+    throughput.fill_and_check_args(ap, args, defaults, int_lists=("envs", "seeds", "baseline_threads"),
+                                   ints=("updates", "baseline_updates", "threads"))
     if not args.min_time > 0:
         ap.error(f"--min-time: expected seconds > 0, got {args.min_time}")
     try:
@@ -259,8 +252,7 @@ def main(argv=None) -> dict:
     print_tables(result)
 
     out_path = args.out or RESULTS / ("gpu_quick.json" if q else "gpu.json")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2))
+    write_json_atomic(out_path, result)
     print(f"\nwall {result['wall_s']:.0f} s; wrote {out_path}")
     return result
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -516,6 +515,27 @@ def _int_list(text: str) -> list:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def fill_and_check_args(ap, args, defaults: dict, int_lists=(), ints=()) -> None:
+    """Set every ``None`` argument from ``defaults``, then check list and int arguments are >= 1.
+
+    Args:
+      ap: the ``argparse.ArgumentParser`` (its ``error`` exits with the message).
+      args: the parsed namespace, changed in place.
+      defaults: name -> value for arguments left ``None`` (quick-mode dependent defaults).
+      int_lists: names of comma-separated int list arguments (non-empty, every entry >= 1).
+      ints: names of int arguments (>= 1).
+    """
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in int_lists:
+        if not getattr(args, name) or min(getattr(args, name)) < 1:
+            ap.error(f"--{name.replace('_', '-')}: expected comma-separated ints >= 1, got {getattr(args, name)}")
+    for name in ints:
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test): S in {1, 2}, 16-step rollouts")
@@ -545,15 +565,8 @@ def main(argv=None) -> dict:
         "baseline_updates": 1 if q else 20,
         "baseline_threads": [1, 2],
     }
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    for name in ("seeds", "dqn_seeds", "baseline_threads"):
-        if not getattr(args, name) or min(getattr(args, name)) < 1:
-            ap.error(f"--{name.replace('_', '-')}: expected comma-separated ints >= 1, got {getattr(args, name)}")
-    for name in ("updates", "baseline_updates", "threads"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
+    fill_and_check_args(ap, args, defaults, int_lists=("seeds", "dqn_seeds", "baseline_threads"),
+                        ints=("updates", "baseline_updates", "threads"))
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     # eager vmap at 64 seeds takes seconds per update: time only a few
@@ -590,8 +603,9 @@ def main(argv=None) -> dict:
     print(f"\nload average before {load_before[0]:.2f}, after {result['load_average_after'][0]:.2f}; wall {result['wall_s']:.0f} s")
 
     out_path = args.out or RESULTS / ("throughput_quick.json" if q else "throughput.json")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2))
+    from funrl.checkpoint import write_json_atomic
+
+    write_json_atomic(out_path, result)
     print(f"wrote {out_path}")
     return result
 

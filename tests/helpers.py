@@ -115,3 +115,13 @@ TINY = {
     "sac": dict(total_timesteps=16, num_envs=2, learning_starts=4, batch_size=4, buffer_size=16, policy_frequency=2,
                 target_network_frequency=2, hidden_sizes=(8,)),
 }
+
+
+#: ``funrl train ppo`` flags for a run of a few seconds (tiny network, short rollouts, one epoch)
+TINY_PPO_ARGS = [
+    "--set", "num_envs=2",
+    "--set", "num_steps=16",
+    "--set", "num_minibatches=2",
+    "--set", "update_epochs=1",
+    "--set", "hidden_sizes=8,8",
+]

@@ -172,3 +172,18 @@ def test_bad_arguments_are_rejected(capsys):
         with pytest.raises(SystemExit) as e:
             throughput.main(["--quick", flag, value])
         assert e.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_learning_keeps_the_rows_it_does_not_redo(tmp_path):
+    learning = _load("learning.py")
+    path = tmp_path / "learning.json"
+    assert learning._earlier_rows(path, quick=False, redo=["ppo"]) == []  # no file yet
+    rows = [{"name": "ppo", "iqm": 1.0}, {"name": "sac", "iqm": 2.0}]
+    path.write_text(json.dumps({"benchmark": "learning", "quick": False, "rows": rows}))
+    assert learning._earlier_rows(path, quick=False, redo=["ppo"]) == [{"name": "sac", "iqm": 2.0}]
+    assert learning._earlier_rows(path, quick=False, redo=[]) == rows
+    assert learning._earlier_rows(path, quick=True, redo=[]) == []  # a quick run never mixes with full rows
+    for text in ("not json", json.dumps({"benchmark": "throughput", "rows": []})):
+        path.write_text(text)
+        with pytest.raises(SystemExit, match="not a learning.py JSON.*--fresh"):
+            learning._earlier_rows(path, quick=False, redo=[])

@@ -14,14 +14,9 @@ import torch
 import funrl
 from funrl import checkpoint as ckpt
 from funrl import tree
+from helpers import TINY_PPO_ARGS
 
-TINY = [
-    "--set", "num_envs=2",
-    "--set", "num_steps=16",
-    "--set", "num_minibatches=2",
-    "--set", "update_epochs=1",
-    "--set", "hidden_sizes=8,8",
-]
+TINY = TINY_PPO_ARGS
 TINY_KW = dict(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, hidden_sizes=(8, 8))
 
 

@@ -23,15 +23,9 @@ from hypothesis import strategies as st
 from funrl import checkpoint as ckpt
 from funrl import distributed, tree
 from funrl.cli import main as cli_main
+from helpers import TINY_PPO_ARGS
 
-TINY = [
-    "--set", "num_envs=2",
-    "--set", "num_steps=16",
-    "--set", "num_minibatches=2",
-    "--set", "update_epochs=1",
-    "--set", "hidden_sizes=8,8",
-    "--no-compile", "--no-plot", "--no-progress",
-]
+TINY = [*TINY_PPO_ARGS, "--no-compile", "--no-plot", "--no-progress"]
 # 3 seeds over 2 ranks is the uneven split 2 + 1; 4 updates of 32 steps, checkpoints at updates 2 and 4
 TRAIN = ["train", "ppo", "--seeds", "3", "--total-steps", "128", "--checkpoint-every", "2", *TINY]
 
