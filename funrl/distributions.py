@@ -37,8 +37,8 @@ import math
 from typing import NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from funrl import ops
 from funrl import random as _random
 from funrl._checks import check_float, check_tensor
 
@@ -340,7 +340,7 @@ class Normal(_LocScale):
 # -------------------------------------------------------------------- TanhNormal
 def _log_det_tanh(u: torch.Tensor) -> torch.Tensor:
     """``log(1 - tanh(u)^2)`` computed stably as ``2 (log 2 - u - softplus(-2u))``."""
-    return 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
+    return 2.0 * (_LOG_2 - u - ops.softplus(-2.0 * u))
 
 
 class TanhNormal(_LocScale):
@@ -412,7 +412,7 @@ class TanhNormal(_LocScale):
         _check_has_event(self.loc, type(self).__name__)
         _check_event(x, self.loc.shape[-1], "x")
         bound = 1.0 - torch.finfo(x.dtype).eps
-        u = torch.atanh(torch.clamp(x, -bound, bound))
+        u = ops.atanh(torch.clamp(x, -bound, bound))
         return (self.base.log_prob_elementwise(u) - _log_det_tanh(u)).sum(-1)
 
     def entropy_estimate(self, key: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
@@ -464,7 +464,7 @@ class Bernoulli(_BernoulliParams):
     @property
     def probs(self) -> torch.Tensor:
         """``sigmoid(logits)``."""
-        return torch.sigmoid(check_float(self.logits, "logits"))
+        return ops.sigmoid(check_float(self.logits, "logits"))
 
     def sample(self, key: torch.Tensor, shape: Sequence[int] = ()) -> torch.Tensor:
         """Draws as a bool tensor ``shape + logits.shape`` (via :func:`funrl.random.bernoulli`)."""
@@ -481,12 +481,12 @@ class Bernoulli(_BernoulliParams):
         check_tensor(x, "x")
         check_float(self.logits, "logits")
         xf = x.to(self.logits.dtype)
-        return xf * self.logits - F.softplus(self.logits)
+        return xf * self.logits - ops.softplus(self.logits)
 
     def entropy(self) -> torch.Tensor:
         """Elementwise entropy in nats, shape ``logits.shape``."""
         p = self.probs
-        return p * F.softplus(-self.logits) + (1.0 - p) * F.softplus(self.logits)
+        return p * ops.softplus(-self.logits) + (1.0 - p) * ops.softplus(self.logits)
 
     def mode(self) -> torch.Tensor:
         """``logits > 0`` (bool; ties at ``p = 0.5`` give False)."""
@@ -499,8 +499,8 @@ class Bernoulli(_BernoulliParams):
         p = self.probs
         check_float(other.logits, "other.logits")
         # log p - log q = softplus(-lq) - softplus(-lp), likewise for 1 - p
-        pos = F.softplus(-other.logits) - F.softplus(-self.logits)
-        neg = F.softplus(other.logits) - F.softplus(self.logits)
+        pos = ops.softplus(-other.logits) - ops.softplus(-self.logits)
+        neg = ops.softplus(other.logits) - ops.softplus(self.logits)
         return p * pos + (1.0 - p) * neg
 
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
+from funrl import ops
 from funrl import random as jr
 from funrl._checks import check_tensor
 
@@ -90,13 +91,13 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
     "tanh": torch.tanh,
-    "gelu": F.gelu,
+    "gelu": ops.gelu,
     "elu": F.elu,
-    "silu": F.silu,
-    "sigmoid": torch.sigmoid,
+    "silu": ops.silu,
+    "sigmoid": ops.sigmoid,
     "identity": _identity,
     "leaky_relu": F.leaky_relu,
-    "softplus": F.softplus,
+    "softplus": ops.softplus,
 }
 
 

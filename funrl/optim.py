@@ -35,6 +35,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import torch
 import torch.utils._pytree as _pytree
 
+from funrl import ops
 from funrl import tree as _tree
 
 __all__ = [
@@ -284,7 +285,7 @@ def _bias_correction(decay, count: torch.Tensor) -> torch.Tensor:
     # ``1 - b2**t`` accurate for small t (it is ~1e-3 at t = 1)
     t = count.to(torch.float64)
     d = decay.to(torch.float64) if isinstance(decay, torch.Tensor) else decay
-    return 1.0 - torch.pow(d, t)
+    return 1.0 - ops.power(d, t)  # not torch.pow: see funrl.ops
 
 
 def scale_by_adam(
@@ -838,7 +839,7 @@ def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.
     def schedule(count):
         k = torch.clamp(_step(count), 0.0, float(decay_steps))
         cosine = 0.5 * (1.0 + torch.cos(math.pi * k / decay_steps))
-        return _out(init_value * ((1.0 - alpha) * cosine**exponent + alpha))
+        return _out(init_value * ((1.0 - alpha) * ops.power(cosine, exponent) + alpha))
 
     return schedule
 
@@ -865,7 +866,7 @@ def warmup_cosine_decay_schedule(
         c = _step(count)
         k = torch.clamp(c - warmup_steps, 0.0, float(span))
         cosine = 0.5 * (1.0 + torch.cos(math.pi * k / span))
-        decayed = (peak_value - end_value) * cosine**exponent + end_value
+        decayed = (peak_value - end_value) * ops.power(cosine, exponent) + end_value
         if warmup_steps == 0:
             return _out(decayed)
         warm = init_value + (peak_value - init_value) * torch.clamp(c, 0.0, float(warmup_steps)) / warmup_steps
@@ -898,7 +899,7 @@ def exponential_decay(
         p = torch.clamp(_step(count) - transition_begin, min=0.0) / transition_steps
         if staircase:
             p = torch.floor(p)
-        v = init_value * torch.pow(torch.as_tensor(decay_rate, dtype=torch.float64, device=p.device), p)
+        v = init_value * ops.power(torch.as_tensor(decay_rate, dtype=torch.float64, device=p.device), p)
         if end_value is not None:
             v = torch.clamp(v, min=end_value) if decay_rate < 1 else torch.clamp(v, max=end_value)
         return _out(v)

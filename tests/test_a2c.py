@@ -12,7 +12,7 @@ from funrl import tree
 from funrl.algorithms import a2c
 from funrl.envs import make, spaces
 from funrl.envs.probes import ActionReward, Alternating, ContinuousBandit, ObservationReward, TwoStep
-from helpers import assert_runner_matches_vmap_train, assert_same_run
+from helpers import assert_runner_matches_vmap_train, assert_match
 
 
 class MultiDiscreteActions(ActionReward):
@@ -185,7 +185,7 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole):
     for i in range(2):
         s_i, m_i = train(keys[i])
         assert tree.equal(s_i.env_state, tree.index(states.env_state, i)) and torch.equal(s_i.obs, states.obs[i])
-        assert_same_run((s_i, m_i), tree.index((states, metrics), i))
+        assert_match((s_i, m_i), tree.index((states, metrics), i))
     s_again, m_again = train(keys[1])
     s_one, m_one = train(keys[1])
     assert tree.equal(m_again, m_one) and tree.equal(s_again, s_one)
@@ -201,7 +201,7 @@ def test_vmap_train_continuous(cartpole):
     states, metrics = torch.func.vmap(train)(keys)
     assert states.params["log_std"].shape == (2, 1)
     s_0, m_0 = train(keys[0])
-    assert_same_run((s_0, m_0), tree.index((states, metrics), 0))
+    assert_match((s_0, m_0), tree.index((states, metrics), 0))
     assert torch.isfinite(metrics["pg_loss"]).all() and torch.isfinite(metrics["entropy"]).all()
     # Gaussian entropy per dimension 0.5 + 0.5 log(2 pi) + log_std, log_std starting at 0
     assert float(metrics["entropy"][0, 0]) == pytest.approx(0.5 + 0.5 * math.log(2 * math.pi), abs=1e-6)
@@ -225,7 +225,7 @@ def test_hyperparameter_batching_equals_separate_runs(cartpole):
     for i in range(2):
         changes = {"learning_rate": float(lrs[i]), "gae_lambda": float(lams[i])}
         _, m_i = a2c.make_train(a2c.Config(**{**config.__dict__, **changes}), env, params)(keys[i])
-        assert_same_run(m_i, tree.index(metrics, i))
+        assert_match(m_i, tree.index(metrics, i))
     assert not torch.allclose(metrics["v_loss"][0], metrics["v_loss"][1])
 
 

@@ -153,7 +153,7 @@ def _summary(directory) -> dict:
     return s
 
 
-def _assert_same_run(a, b):
+def _assert_same_results(a, b):
     assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()
     step_a, saved_a = _final(a)
     step_b, saved_b = _final(b)
@@ -182,7 +182,7 @@ def test_two_ranks_equal_one_process_bit_for_bit(single, tmp_path):
     assert sorted(os.listdir(out / "checkpoints")) == ["ckpt_000000000002.pt", "ckpt_000000000004.pt"]
     step, saved = _final(out)
     assert all(x.shape[0] == 3 for x in tree.leaves(saved["state"]))  # one checkpoint, every seed
-    _assert_same_run(single, out)
+    _assert_same_results(single, out)
 
     # resume the 2-rank folder from its first checkpoint under 3 ranks (one seed each): same end state
     three = tmp_path / "three"
@@ -191,7 +191,7 @@ def test_two_ranks_equal_one_process_bit_for_bit(single, tmp_path):
     (three / "summary.json").unlink()
     _check(_torchrun(3, "train", "--resume", str(three), "--no-plot", "--no-progress"))
     assert json.loads((three / "summary.json").read_text())["resumed_from_update"] == 2
-    _assert_same_run(single, three)
+    _assert_same_results(single, three)
 
 
 def test_a_failed_rank_stops_the_job_and_the_run_resumes(single, tmp_path):
@@ -207,7 +207,7 @@ def test_a_failed_rank_stops_the_job_and_the_run_resumes(single, tmp_path):
 
     # a single process continues from the last checkpoint and reaches the uninterrupted result
     assert cli_main(["train", "--resume", str(out), "--no-plot", "--no-progress"]) == 0
-    _assert_same_run(single, out)
+    _assert_same_results(single, out)
 
 
 def test_more_processes_than_seeds_is_a_clear_error(tmp_path):

@@ -12,7 +12,7 @@ from funrl import tree
 from funrl.algorithms import common, dqn, replay
 from funrl.envs import make
 from funrl.envs.probes import ActionReward, Alternating, ConstantReward, ObservationReward, TwoStep
-from helpers import assert_runner_matches_vmap_train, assert_same_run
+from helpers import assert_runner_matches_vmap_train, assert_match
 
 
 # ---------------------------------------------------------------- probes (funrl.envs.probes)
@@ -228,7 +228,7 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole):
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())
     for i in range(2):
         s_i, m_i = train(keys[i])
-        assert_same_run((s_i, m_i), tree.index((states, metrics), i))
+        assert_match((s_i, m_i), tree.index((states, metrics), i))
         for name in ("episode_return", "episode_length", "episodes", "epsilon"):
             assert torch.equal(m_i[name], metrics[name][i])
     s_again, m_again = train(keys[1])
@@ -257,7 +257,7 @@ def test_hyperparameter_batching_equals_separate_runs(cartpole):
             dqn.Config(**{**config.__dict__, "learning_rate": float(lrs[i]), "gamma": float(gammas[i])}), env, params
         )
         _, m_i = separate(keys[i])
-        assert_same_run(m_i, tree.index(metrics, i))
+        assert_match(m_i, tree.index(metrics, i))
     assert not torch.equal(metrics["td_loss"][0], metrics["td_loss"][1])
 
 

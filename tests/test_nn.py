@@ -13,6 +13,7 @@ from torch.func import functional_call, grad, vmap
 from funrl import nn
 from funrl import random as jr
 from funrl import tree
+from helpers import assert_match
 
 
 def _moments(x: torch.Tensor):
@@ -174,7 +175,9 @@ def test_activation_names():
         "softplus": torch.nn.Softplus(),
     }
     for name, module in expected.items():
-        torch.testing.assert_close(nn.activation(name)(x), module(x), rtol=0, atol=0)
+        # gelu, silu, sigmoid and softplus are funrl.ops' position-independent forms:
+        # equal to torch's within a few ulps, the rest are torch's own functions
+        assert_match(nn.activation(name)(x), module(x), exact=name not in {"gelu", "silu", "sigmoid", "softplus"}, ulps=4)
     assert nn.activation(torch.cos) is torch.cos
     torch.testing.assert_close(nn.activation(None)(x), x)
 

@@ -8,7 +8,7 @@ from funrl import tree
 from funrl.algorithms import common, reinforce
 from funrl.envs import make
 from funrl.envs.probes import ActionReward, ConstantReward, ObservationReward, TwoStep
-from helpers import assert_runner_matches_vmap_train, assert_same_run
+from helpers import assert_runner_matches_vmap_train, assert_match
 
 
 # ---------------------------------------------------------------- probes (funrl.envs.probes)
@@ -114,7 +114,7 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole, baseline):
     for i in range(2):
         s_i, m_i = train(keys[i])
         assert tree.equal(s_i.env_state, tree.index(states.env_state, i)) and torch.equal(s_i.obs, states.obs[i])
-        assert_same_run((s_i, m_i), tree.index((states, metrics), i))
+        assert_match((s_i, m_i), tree.index((states, metrics), i))
     s_again, m_again = train(keys[1])
     s_one, m_one = train(keys[1])
     assert tree.equal(m_again, m_one) and tree.equal(s_again, s_one)
@@ -143,7 +143,7 @@ def test_hyperparameter_batching_equals_separate_runs(cartpole):
             reinforce.Config(**{**config.__dict__, "learning_rate": float(lrs[i]), "ent_coef": float(ent[i])}), env, params
         )
         _, m_i = separate(keys[i])
-        assert_same_run(m_i, tree.index(metrics, i))
+        assert_match(m_i, tree.index(metrics, i))
     assert not torch.allclose(metrics["entropy"][0], metrics["entropy"][1])
 
 

@@ -64,7 +64,7 @@ from funrl.algorithms.common import (
     check_config,
     episode_metrics,
     hyperparams_from_config,
-    identity_lift,
+    one_seed_lift,
     make_train_from,
 )
 from funrl.envs import spaces
@@ -230,7 +230,7 @@ def _actor_critic(config: Config, env, env_params):
     return init, value, sample, policy_terms, to_env, mode
 
 
-def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algorithm:
+def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algorithm:
     """A2C's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
     env = LogWrapper(env)
     E, T = config.num_envs, config.num_steps

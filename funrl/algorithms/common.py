@@ -5,9 +5,12 @@ An algorithm file (``ppo.py``, ``dqn.py``, ...) writes its learning step as a fe
 and a little Python glue that calls them in order.  Every piece goes through a
 ``lift``, which decides how it runs:
 
-* :func:`identity_lift` — one seed, eager.  ``make_train`` uses it, so
-  ``train(key)`` is a pure function and ``torch.func.vmap(train)(keys)``
-  trains many seeds (seed *i* of the vmapped run equals ``train(keys[i])``);
+* :func:`one_seed_lift` — one seed, eager, as a batch of one (``vmap`` over a
+  seed axis of size 1).  ``make_train`` uses it, so ``train(key)`` is a pure
+  function and ``torch.func.vmap(train)(keys)`` trains many seeds; seed *i* of
+  the vmapped run equals ``train(keys[i])`` bit for bit, because both run the
+  same batched kernels (:func:`identity_lift` runs a piece unbatched, for
+  debugging);
 * :func:`vmap_lift` — many seeds, eager (``torch.func.vmap`` of the piece);
 * :func:`compiled_lift` — many seeds, ``funrl.jit(vmap(piece))``: the fast path.
 
@@ -36,6 +39,7 @@ from funrl.compile import jit
 
 __all__ = [
     "identity_lift",
+    "one_seed_lift",
     "vmap_lift",
     "compiled_lift",
     "Algorithm",
@@ -51,8 +55,43 @@ Lift = Callable[..., Callable]
 
 
 def identity_lift(fn: Callable, in_dims: Any = 0) -> Callable:
-    """Run a per-seed piece as it is (one seed, eager)."""
+    """Run a per-seed piece as it is (one seed, eager; no batch axis anywhere).
+
+    Not what ``make_train`` uses (see :func:`one_seed_lift`): a piece run this
+    way calls unbatched kernels (``mm`` where a seed batch calls ``bmm``), which
+    round differently, so its numbers match a batched run only up to float
+    reassociation.  Kept for debugging a piece without ``vmap`` in the way.
+    """
     return fn
+
+
+def _add_seed_axis(args: tuple, in_dims: Any) -> tuple:
+    dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
+    if len(dims) != len(args):
+        raise ValueError(f"in_dims: expected one entry per argument ({len(args)}), got {len(dims)}")
+    return tuple(a if d is None else tree.map(lambda x: x.unsqueeze(0), a) for a, d in zip(args, dims))
+
+
+def one_seed_lift(fn: Callable, in_dims: Any = 0) -> Callable:
+    """Run a per-seed piece for one seed *as a batch of one*: ``vmap(fn)`` on a seed axis of size 1.
+
+    This is what makes funrl's reproducibility contract hold: ``train(key)``
+    (built with this lift) and row *i* of a seed batch run the same batched
+    kernels through the same ``vmap`` batching rules, so row *i* of
+    ``torch.func.vmap(train)(keys)`` or of the runner equals ``train(keys[i])``
+    bit for bit.  An unbatched piece would call other kernels (a matrix-vector
+    product where the batch calls a batched matrix product, a scalar tail loop
+    where the batch is vectorised) and drift apart by an ulp that training
+    then amplifies.
+    """
+    batched = torch.func.vmap(fn, in_dims=in_dims)
+
+    def run(*args):
+        out = batched(*_add_seed_axis(args, in_dims))
+        return tree.map(lambda x: x.squeeze(0) if isinstance(x, torch.Tensor) else x, out)
+
+    run.__name__ = getattr(fn, "__name__", "piece")
+    return run
 
 
 def vmap_lift(fn: Callable, in_dims: Any = 0) -> Callable:
@@ -177,11 +216,22 @@ def make_train_from(make_algorithm: Callable, config, env, env_params) -> Callab
     seed, eagerly; metrics are stacked over updates (leaves ``[num_updates]``).
     It is pure, so ``torch.func.vmap(train)(keys)`` trains one seed per key,
     and ``torch.func.vmap(train)(keys, hparams)`` sweeps hyper-parameters.
+
+    Every piece, ``init`` included, runs as a batch of one seed
+    (:func:`one_seed_lift`), so row *i* of a vmapped ``train`` equals
+    ``train(keys[i])`` bit for bit (funrl's reproducibility contract).
     """
-    algo = make_algorithm(config, env, env_params, lift=identity_lift)
+    algo = make_algorithm(config, env, env_params, lift=one_seed_lift)
+    init_one = one_seed_lift(algo.init, in_dims=(0, 0))
+    init_default = one_seed_lift(lambda k: algo.init(k, None))
 
     def train(key: torch.Tensor, hparams: dict | None = None):
-        state = algo.init(key, hparams)
+        if hparams is None:
+            state = init_default(key)
+        else:
+            # floats become tensors here so that they can take the batch-of-one axis
+            hparams = {k: torch.as_tensor(v, dtype=torch.float32, device=key.device) for k, v in hparams.items()}
+            state = init_one(key, hparams)
         history = []
         for _ in range(algo.num_updates):
             state, metrics = algo.update(state)

@@ -52,7 +52,7 @@ from funrl.algorithms.common import (
     check_config,
     episode_metrics,
     hyperparams_from_config,
-    identity_lift,
+    one_seed_lift,
     make_train_from,
 )
 from funrl.envs import spaces
@@ -238,7 +238,7 @@ class StepInfo(NamedTuple):
     episode_done: torch.Tensor
 
 
-def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algorithm:
+def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algorithm:
     """DDPG's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
     spec = box_spec(env, env_params)
     env = LogWrapper(env)

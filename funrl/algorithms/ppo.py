@@ -38,7 +38,7 @@ from funrl.algorithms.common import (
     check_config,
     episode_metrics,
     hyperparams_from_config,
-    identity_lift,
+    one_seed_lift,
     make_train_from,
 )
 from funrl.envs import spaces
@@ -198,7 +198,7 @@ def _normal_log_prob(x, mean, log_std):
     return (-0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
-def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algorithm:
+def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algorithm:
     """PPO's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
     env = LogWrapper(env)
     E, T = config.num_envs, config.num_steps

@@ -55,7 +55,7 @@ from funrl.algorithms.common import (
     check_config,
     episode_metrics,
     hyperparams_from_config,
-    identity_lift,
+    one_seed_lift,
     make_train_from,
 )
 from funrl.envs import spaces
@@ -201,7 +201,7 @@ def _networks(config: Config, env, env_params):
     return init, logits, value
 
 
-def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algorithm:
+def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algorithm:
     """REINFORCE's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
     env = LogWrapper(env)
     E, T = config.num_envs, config.num_steps

@@ -81,7 +81,7 @@ from funrl.algorithms.common import (
     check_config,
     episode_metrics,
     hyperparams_from_config,
-    identity_lift,
+    one_seed_lift,
     make_train_from,
 )
 from funrl.envs import spaces
@@ -187,7 +187,7 @@ def _sizes(env, env_params) -> tuple[int, int]:
     return obs_space.n, act_space.n
 
 
-def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algorithm:
+def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algorithm:
     """Tabular TD control's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
     S, A = _sizes(env, env_params)
     if config.track_greedy_value:

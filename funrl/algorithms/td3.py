@@ -46,7 +46,7 @@ from funrl.algorithms.common import (
     check_config,
     episode_metrics,
     hyperparams_from_config,
-    identity_lift,
+    one_seed_lift,
     make_train_from,
 )
 from funrl.algorithms.ddpg import (
@@ -122,7 +122,7 @@ class TD3State(NamedTuple):
     hparams: dict  #: name -> float tensor ()
 
 
-def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algorithm:
+def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algorithm:
     """TD3's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
     spec = box_spec(env, env_params)
     env = LogWrapper(env)

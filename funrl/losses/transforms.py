@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from funrl import ops
 from funrl._checks import check_float, check_int, check_rank, check_same_shape
 from funrl.losses.base import batched_index, maybe_stop_gradient
 
@@ -60,7 +61,7 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
     """Sigmoid ``1 / (1 + exp(-x))``, inverse of :func:`logit`.  Float tensor in, same shape out."""
     check_float(x, "x")
-    return torch.sigmoid(x)
+    return ops.sigmoid(x)
 
 
 def logit(x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +152,7 @@ def power(x: torch.Tensor, p: float) -> torch.Tensor:
         if p <= 0:
             raise ValueError(f"p: expected a number > 0, got {p}")
         q = p**0.5
-    return torch.sign(x) * (torch.pow(torch.abs(x) / q + 1.0, p) - 1.0) / q
+    return torch.sign(x) * (ops.power(torch.abs(x) / q + 1.0, p) - 1.0) / q
 
 
 def _check_bins(min_value, max_value, num_bins):
