@@ -60,7 +60,16 @@ __all__ = [
     "Linear",
     "LayerNorm",
     "mlp",
+    "linear",
     "from_module",
+    "transformer",
+    "encoder_decoder",
+    "Transformer",
+    "EncoderDecoder",
+    "TransformerConfig",
+    "from_gpt2",
+    "lora",
+    "pruning",
 ]
 
 #: An initialiser: ``init(key, shape, dtype=torch.float32) -> tensor of shape``.
@@ -382,6 +391,44 @@ def torch_default_linear(fan_in: int | None = None) -> Initializer:
 
 
 # ----------------------------------------------------------------------------- modules
+def lora_delta(params: dict, x: torch.Tensor) -> torch.Tensor | None:
+    """The LoRA path ``scale * dropout(x) A^T B^T`` of a linear layer, or ``None``.
+
+    ``params`` is a linear layer's dict; :func:`funrl.nn.lora.apply` adds a
+    ``"lora"`` entry ``{"a": (r, in), "b": (out, r), "scale": float,
+    "dropout": float, "key": key or None}`` to the layers it targets.  The
+    entry exists only inside ``lora.apply`` (it is never part of a params tree
+    a user holds), so Python numbers there are fine.  ``x (..., in) -> (..., out)``.
+    """
+    lo = params.get("lora")
+    if lo is None:
+        return None
+    h = x
+    if lo["dropout"] > 0.0:
+        # inverted dropout on the adapter's input, as peft's lora_dropout
+        keep = jr.bernoulli(lo["key"], 1.0 - lo["dropout"], tuple(x.shape))
+        h = torch.where(keep, x / (1.0 - lo["dropout"]), torch.zeros_like(x))
+    return ((h @ lo["a"].transpose(-2, -1)) @ lo["b"].transpose(-2, -1)) * lo["scale"]
+
+
+def linear(params: dict, x: torch.Tensor) -> torch.Tensor:
+    """Functional ``torch.nn.Linear``: ``y = x W^T + b``, plus LoRA's path if present.
+
+    Args:
+      params: ``{"weight": (out, in), ["bias": (out,)]}`` (torch's layout),
+        possibly with a ``"lora"`` entry added by :func:`funrl.nn.lora.apply`
+        (see :func:`lora_delta`).
+      x: ``(..., in)``.
+
+    Returns:
+      ``(..., out)``.  Every funrl layer (transformer projections, MLP layers)
+      goes through this one function, which is how unmerged LoRA reaches them.
+    """
+    y = F.linear(x, params["weight"], params.get("bias"))
+    delta = lora_delta(params, x)
+    return y if delta is None else y + delta
+
+
 def _check_features(n, name: str) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{name}: expected a positive int, got {n!r}")
@@ -452,9 +499,12 @@ def Linear(
             # same order either way, so vmap(train)(keys)[i] == train(keys[i]) bit
             # for bit.  It costs out_features x the input's memory, small here.
             y = (x[..., None, :] * w).sum(-1)
-            return y if b is None else y + b
-        return F.linear(x, w, b)
+            y = y if b is None else y + b
+            delta = lora_delta(params, x)
+            return y if delta is None else y + delta
+        return linear(params, x)
 
+    apply.supports_lora = True
     return Model(init, apply)
 
 
@@ -565,6 +615,7 @@ def mlp(
                 x = act(x)
         return out_act(x)
 
+    apply.supports_lora = True
     return Model(init, apply)
 
 
@@ -610,3 +661,15 @@ def from_module(module: torch.nn.Module) -> tuple[dict, Callable[..., Any]]:
         return torch.func.functional_call(skeleton, params, args, kwargs)
 
     return params, apply
+
+
+# submodules that build on the names above (imported last: they import funrl.nn)
+from funrl.nn import lora, pruning  # noqa: E402
+from funrl.nn.transformer import (  # noqa: E402
+    EncoderDecoder,
+    Transformer,
+    TransformerConfig,
+    encoder_decoder,
+    from_gpt2,
+    transformer,
+)
