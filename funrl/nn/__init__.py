@@ -23,6 +23,13 @@ MLP names its layers ``linear_0, linear_1, ...`` (and ``layer_norm_0, ...``).
 These names are the checkpoint format.
 
 :func:`from_module` turns any ``torch.nn.Module`` into ``(params, apply)``.
+
+Transformers and fine-tuning (submodules, their main names re-exported here):
+:func:`transformer` (decoder-only LM with a KV cache), :func:`encoder_decoder`,
+:func:`from_gpt2` (``funrl/nn/transformer.py``; the module itself is
+``sys.modules["funrl.nn.transformer"]`` since the name ``funrl.nn.transformer``
+is the function), :mod:`funrl.nn.lora` (LoRA as a transform of a params tree)
+and :mod:`funrl.nn.pruning` (magnitude masks, sparse training).
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ __all__ = [
     "Transformer",
     "EncoderDecoder",
     "TransformerConfig",
+    "attention",
+    "rotary",
     "from_gpt2",
     "lora",
     "pruning",
@@ -669,7 +678,9 @@ from funrl.nn.transformer import (  # noqa: E402
     EncoderDecoder,
     Transformer,
     TransformerConfig,
+    attention,
     encoder_decoder,
     from_gpt2,
+    rotary,
     transformer,
 )
