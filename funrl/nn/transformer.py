@@ -29,9 +29,9 @@ Attention is written as an explicit ``matmul`` + masked ``softmax`` rather than
 rule (torch warns and falls back to a per-example loop), and the explicit form
 was faster under ``vmap`` over seeds.  Measured (torch 2.13 CPU, one thread,
 loaded 2-core machine; 2 layers, width 64, 4 heads, 4 seeds x 8 sequences of
-31 tokens): a vmapped ``grad`` step took 41-49 ms with this attention vs 49-63
-ms with SDPA (a Python loop over seeds: 70-92 ms either way); a vmapped forward
-13 ms vs 18 ms.
+31 tokens), three runs: a vmapped ``grad`` step took 41 / 46 / 49 ms with this
+attention vs 63 / 49 / 55 ms with SDPA (a Python loop over seeds: 70-92 ms
+either way); a vmapped forward 13 ms vs 18 ms.
 
 Padding: ``mask (..., T)`` (True = a real token, like HF's ``attention_mask``)
 keeps real tokens from attending to padding, and positions default to
