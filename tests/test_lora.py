@@ -251,6 +251,17 @@ def test_dropout_uses_the_key_and_is_unbiased():
     assert torch.equal(f(params, fresh, x, key=k), base)
 
 
+def test_adapters_checkpoint_roundtrip(tmp_path):
+    from funrl import checkpoint
+
+    _, params = _transformer(torch.float32)
+    ad = _with_random_b(lora.init(jr.key(50), params, 2, 4, QV, dropout=0.1), 51)
+    checkpoint.save(tmp_path / "adapters.pt", ad)
+    back, _ = checkpoint.load(tmp_path / "adapters.pt")
+    assert isinstance(back, lora.Adapters) and (back.rank, back.alpha, back.scale, back.dropout) == (2, 4.0, 2.0, 0.1)
+    assert tree.equal(back, ad)
+
+
 # ----------------------------------------------------------------------------- errors
 def test_bad_arguments_name_the_argument():
     model, params = _transformer()

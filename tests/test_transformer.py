@@ -101,6 +101,26 @@ def test_compiled_equals_eager():
     torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="aot_eager")(params, tokens), f(params, tokens), rtol=1e-5, atol=1e-6)
 
 
+def test_linear_is_torch_linear_and_adds_the_lora_path():
+    g = torch.Generator().manual_seed(1)
+    w, b, x = (torch.randn(*s, dtype=torch.float64, generator=g) for s in [(5, 4), (5,), (3, 2, 4)])
+    torch.testing.assert_close(nn.linear({"weight": w, "bias": b}, x), F.linear(x, w, b), rtol=0, atol=0)
+    torch.testing.assert_close(nn.linear({"weight": w}, x), x @ w.T, rtol=1e-14, atol=1e-14)
+    a, bb = torch.randn(2, 4, dtype=torch.float64, generator=g), torch.randn(5, 2, dtype=torch.float64, generator=g)
+    lo = {"a": a, "b": bb, "scale": 1.5, "dropout": 0.0, "key": None}
+    out = nn.linear({"weight": w, "bias": b, "lora": lo}, x)
+    torch.testing.assert_close(out, F.linear(x, w + 1.5 * bb @ a, b), rtol=1e-12, atol=1e-12)
+
+
+def test_attention_matches_scaled_dot_product_attention_with_a_bool_mask():
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 3, n, 4, dtype=torch.float64, generator=g) for n in (5, 6, 6))
+    allowed = torch.rand(2, 1, 5, 6, generator=g) > 0.4
+    allowed[..., 0] = True  # every row allows at least one key
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    torch.testing.assert_close(nn.attention(q, k, v, allowed), ref, rtol=1e-12, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- masking and padding
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_causal_changing_a_later_token_leaves_earlier_logits_unchanged(variant):
@@ -406,3 +426,5 @@ def test_bad_input_names_the_argument():
         nn.from_gpt2({"foo": torch.zeros(1)}, n_heads=2)
     with pytest.raises(TypeError, match="state_dict: expected a mapping"):
         nn.from_gpt2([], n_heads=2)
+    with pytest.raises(ValueError, match=r"max_len: expected an int in \[1, 12\]"):
+        nn.from_gpt2(_tiny_gpt2().state_dict(), n_heads=2, max_len=13)

@@ -400,7 +400,7 @@ def torch_default_linear(fan_in: int | None = None) -> Initializer:
 
 
 # ----------------------------------------------------------------------------- modules
-def lora_delta(params: dict, x: torch.Tensor) -> torch.Tensor | None:
+def _lora_delta(params: dict, x: torch.Tensor) -> torch.Tensor | None:
     """The LoRA path ``scale * dropout(x) A^T B^T`` of a linear layer, or ``None``.
 
     ``params`` is a linear layer's dict; :func:`funrl.nn.lora.apply` adds a
@@ -426,7 +426,7 @@ def linear(params: dict, x: torch.Tensor) -> torch.Tensor:
     Args:
       params: ``{"weight": (out, in), ["bias": (out,)]}`` (torch's layout),
         possibly with a ``"lora"`` entry added by :func:`funrl.nn.lora.apply`
-        (see :func:`lora_delta`).
+        (see ``_lora_delta``).
       x: ``(..., in)``.
 
     Returns:
@@ -434,7 +434,7 @@ def linear(params: dict, x: torch.Tensor) -> torch.Tensor:
       goes through this one function, which is how unmerged LoRA reaches them.
     """
     y = F.linear(x, params["weight"], params.get("bias"))
-    delta = lora_delta(params, x)
+    delta = _lora_delta(params, x)
     return y if delta is None else y + delta
 
 
@@ -509,7 +509,7 @@ def Linear(
             # for bit.  It costs out_features x the input's memory, small here.
             y = (x[..., None, :] * w).sum(-1)
             y = y if b is None else y + b
-            delta = lora_delta(params, x)
+            delta = _lora_delta(params, x)
             return y if delta is None else y + delta
         return linear(params, x)
 

@@ -682,6 +682,8 @@ def from_gpt2(state_dict: Mapping[str, torch.Tensor], n_heads: int, eps: float =
     n_layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("h."))
     d_ff = sd["h.0.mlp.c_fc.weight"].shape[1]
     n_pos = wpe.shape[0]
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= n_pos):
+        raise ValueError(f"max_len: expected an int in [1, {n_pos}] (the checkpoint's learned positions), got {max_len!r}")
     model = transformer(vocab, n_pos if max_len is None else max_len, d_model=d, n_heads=n_heads, n_layers=n_layers,
                         d_ff=d_ff, activation="gelu_tanh", norm="layernorm", positions="learned", tied=True,
                         bias=True, eps=eps, dtype=wte.dtype)
