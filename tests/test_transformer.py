@@ -88,6 +88,14 @@ def test_vmap_over_seeds_matches_a_loop_to_float32_rounding():
         g_i = torch.func.grad(loss)(p_i, tokens[i], mask[i])
         for a, b in zip(tree.leaves(tree.index(grads, i)), tree.leaves(g_i)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    counted = torch.compile(model.decode, fullgraph=True, backend=counter, dynamic=False)
+    cache = model.init_cache(p0, (3,))
+    for t in range(4):
+        _, cache = counted(p0, tokens[0, :, t : t + 1], cache)
+    assert counter.frame_count == 1
 
 
 @pytest.mark.compile
@@ -99,6 +107,14 @@ def test_compiled_equals_eager():
     tokens = _tokens(7, (2, 3, 6))
     f = torch.func.vmap(model.apply)
     torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="aot_eager")(params, tokens), f(params, tokens), rtol=1e-5, atol=1e-6)
+    # one decoding step compiles once (the cache's length is a tensor, not a Python int) and matches eager
+    p0 = tree.index(params, 0)
+    step = torch.compile(model.decode, fullgraph=True, backend="aot_eager", dynamic=False)
+    c_eager = c_comp = model.init_cache(p0, (3,))
+    for t in range(4):
+        a, c_comp = step(p0, tokens[0, :, t : t + 1], c_comp)
+        b, c_eager = model.decode(p0, tokens[0, :, t : t + 1], c_eager)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_linear_is_torch_linear_and_adds_the_lora_path():
