@@ -295,3 +295,17 @@ def test_bad_arguments_name_the_argument():
     flat = dict(nn.from_module(_Net())[0])
     with pytest.raises(ValueError, match="key: LoRA dropout needs a funrl model"):
         lora.apply(module_apply)(flat, lora.init(jr.key(0), flat, 1, 1, r"weight$", dropout=0.1), torch.zeros(5, dtype=torch.float64), key=jr.key(1))
+
+
+def test_the_library_never_imports_the_oracles():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, funrl.nn, funrl.nn.lora, funrl.nn.pruning, funrl.tree, funrl.optim\n"
+            "from funrl import random as jr\n"
+            "m = funrl.nn.transformer(5, 4, d_model=4, n_heads=1, n_layers=1)\n"
+            "p = m.init(jr.key(0))\n"
+            "funrl.nn.lora.apply(m.apply)(p, funrl.nn.lora.init(jr.key(1), p, 1, 1, 'q_proj'), torch.zeros(2, dtype=torch.long))\n"
+            "print(sorted(n for n in ('peft', 'transformers') if n in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

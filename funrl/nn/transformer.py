@@ -160,10 +160,12 @@ class TransformerConfig:
 
     @property
     def head_dim(self) -> int:
+        """Width of one head, ``d_model // n_heads``."""
         return self.d_model // self.n_heads
 
     @property
     def hidden(self) -> int:
+        """The MLP's hidden width: ``d_ff``, or ``4 * d_model`` if unset."""
         return self.d_ff if self.d_ff is not None else 4 * self.d_model
 
 
