@@ -10,6 +10,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._dynamo.testing import CompileCounter
 
 from funrl import nn
 from funrl import random as jr
@@ -88,14 +89,6 @@ def test_vmap_over_seeds_matches_a_loop_to_float32_rounding():
         g_i = torch.func.grad(loss)(p_i, tokens[i], mask[i])
         for a, b in zip(tree.leaves(tree.index(grads, i)), tree.leaves(g_i)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    from torch._dynamo.testing import CompileCounter
-
-    counter = CompileCounter()
-    counted = torch.compile(model.decode, fullgraph=True, backend=counter, dynamic=False)
-    cache = model.init_cache(p0, (3,))
-    for t in range(4):
-        _, cache = counted(p0, tokens[0, :, t : t + 1], cache)
-    assert counter.frame_count == 1
 
 
 @pytest.mark.compile
@@ -115,6 +108,12 @@ def test_compiled_equals_eager():
         a, c_comp = step(p0, tokens[0, :, t : t + 1], c_comp)
         b, c_eager = model.decode(p0, tokens[0, :, t : t + 1], c_eager)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    counter = CompileCounter()
+    counted = torch.compile(model.decode, fullgraph=True, backend=counter, dynamic=False)
+    cache = model.init_cache(p0, (3,))
+    for t in range(4):
+        _, cache = counted(p0, tokens[0, :, t : t + 1], cache)
+    assert counter.frame_count == 1
 
 
 def test_linear_is_torch_linear_and_adds_the_lora_path():
