@@ -443,3 +443,21 @@ def test_bad_input_names_the_argument():
         nn.from_gpt2([], n_heads=2)
     with pytest.raises(ValueError, match=r"max_len: expected an int in \[1, 12\]"):
         nn.from_gpt2(_tiny_gpt2().state_dict(), n_heads=2, max_len=13)
+
+
+def test_every_tensor_follows_the_key_and_params_device():
+    """On the meta device a tensor made on the CPU behind the caller's back would fail to mix."""
+    k = jr.key(0, device="meta")
+    tokens = torch.zeros(2, 5, dtype=torch.long, device="meta")
+    for positions in ("learned", "rotary"):
+        model = nn.transformer(V, L, d_model=8, n_heads=2, n_layers=1, positions=positions)
+        p = model.init(k)
+        assert {x.device.type for x in tree.leaves(p)} == {"meta"}
+        assert model.apply(p, tokens, tokens == 0).device.type == "meta"
+        logits, cache = model.decode(p, tokens, model.init_cache(p, (2,)), tokens == 0)
+        assert logits.device.type == "meta" and {x.device.type for x in cache.values()} == {"meta"}
+        ad = nn.lora.init(k, p, 1, 1, "q_proj", dropout=0.1)
+        assert nn.lora.apply(model.apply)(p, ad, tokens, key=k).device.type == "meta"
+        assert {m.device.type for m in tree.leaves(nn.pruning.magnitude_masks(p, 0.5))} == {"meta"}
+    ed = nn.encoder_decoder(V, L, d_model=8, n_heads=2, n_layers=1)
+    assert ed.apply(ed.init(k), tokens, tokens).shape == (2, 5, V)
