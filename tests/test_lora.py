@@ -96,6 +96,25 @@ def test_fresh_adapters_change_nothing_and_merge_equals_the_unmerged_path():
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_every_2d_weight_of_a_transformer_takes_unmerged_adapters(tied):
+    # embeddings (a lookup, and the tied head) and the untied head too, not only the projections
+    model, params = _transformer(tied=tied)
+    ad = _with_random_b(lora.init(jr.key(14), params, 2, 4, lambda path, w: True), 15)
+    n_weights = sum(1 for _, w in lora.weight_paths(params) if w.ndim == 2)
+    assert len(lora.weight_paths(ad.tree)) == 2 * n_weights
+    tokens = _tokens(16, (2, 7))
+    unmerged = lora.apply(model.apply)(params, ad, tokens)
+    torch.testing.assert_close(unmerged, model.apply(lora.merge(params, ad), tokens), rtol=1e-12, atol=1e-12)
+    for target in ("embed_tokens", "embed_positions", "lm_head"):
+        if target == "lm_head" and tied:
+            continue
+        one = _with_random_b(lora.init(jr.key(17), params, 2, 4, rf"^{target}\.weight$"), 18)
+        out = lora.apply(model.apply)(params, one, tokens)
+        assert (out - model.apply(params, tokens)).abs().max() > 1e-3
+        torch.testing.assert_close(out, model.apply(lora.merge(params, one), tokens), rtol=1e-12, atol=1e-12)
+
+
 def test_kv_cache_decode_with_adapters_equals_full_forward():
     model, params = _transformer(positions="rotary")
     ad = _with_random_b(lora.init(jr.key(6), params, 2, 4, QV), 7)

@@ -265,7 +265,10 @@ def apply(apply_fn: Callable[..., Any]) -> Callable[..., Any]:
       (:func:`funrl.nn.transformer`, :func:`funrl.nn.encoder_decoder`,
       :func:`funrl.nn.mlp`, :func:`funrl.nn.Linear`; they carry
       ``apply.supports_lora``) each adapted linear computes
-      ``x W^T + b + scale * dropout(x) A^T B^T``, peft's forward; the dropout
+      ``x W^T + b + scale * dropout(x) A^T B^T``, peft's forward (every 2-D
+      weight of these models qualifies: an embedding table ``[N, D]`` looks up
+      rows of ``W + scale * B A`` without dropout, and a tied head is a linear
+      layer with that table as weight); the dropout
       draws from ``key`` (split per adapted weight), and ``key=None`` means no
       dropout (evaluation).  Other ``apply`` functions (e.g. from
       :func:`funrl.nn.from_module`) get ``merge(params, adapters)``, the same

@@ -333,10 +333,20 @@ def _block(p: dict, x, cfg, positions, allowed, kv=None, slots=None, memory=None
     return x, kv
 
 
+def _lookup(p: dict, ids: torch.Tensor) -> torch.Tensor:
+    """Rows ``ids`` of ``p["weight"] (N, D)``, plus LoRA's ``scale * B[ids] A`` when adapted
+    (the rows of the merged ``W + scale * B A``; no dropout on a lookup)."""
+    x = F.embedding(ids, p["weight"])
+    lo = p.get("lora")
+    if lo is not None:
+        x = x + (F.embedding(ids, lo["b"]) @ lo["a"]) * lo["scale"]
+    return x
+
+
 def _embed(params: dict, stack: dict, tokens, positions, cfg) -> torch.Tensor:
-    x = F.embedding(tokens, params["embed_tokens"]["weight"])
+    x = _lookup(params["embed_tokens"], tokens)
     if cfg.positions == "learned":
-        x = x + F.embedding(positions, stack["embed_positions"]["weight"])
+        x = x + _lookup(stack["embed_positions"], positions)
     return x
 
 
@@ -353,9 +363,8 @@ def _stack(params, stack, x, cfg, positions, allowed, cache=None, slots=None, me
 
 def _head(params: dict, x: torch.Tensor, cfg: TransformerConfig) -> torch.Tensor:
     """``(..., T, D) -> (..., T, V)`` logits."""
-    if cfg.tied:
-        return F.linear(x, params["embed_tokens"]["weight"])
-    return linear(params["lm_head"], x)
+    # the tied head is a bias-free linear layer with the embedding's [V, D] weight
+    return linear(params["embed_tokens"] if cfg.tied else params["lm_head"], x)
 
 
 # ----------------------------------------------------------------------------- masks and positions
