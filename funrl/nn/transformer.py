@@ -277,15 +277,15 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(-3, -2).flatten(-2)
 
 
-def _write(cache: torch.Tensor, new: torch.Tensor, onehot: torch.Tensor, written: torch.Tensor) -> torch.Tensor:
+def _write(cache: torch.Tensor, new: torch.Tensor, source: torch.Tensor, written: torch.Tensor) -> torch.Tensor:
     """Put ``new (..., H, T, Dh)`` into slots of ``cache (..., H, S, Dh)`` without in-place writes.
 
-    ``onehot (T, S)`` marks slot ``s`` of new row ``t``; a product with a
-    one-hot matrix copies values exactly, and ``torch.where`` keeps the
-    other slots, so this is pure, vmappable and compilable.
+    ``source (S,)`` is the row of ``new`` each slot would take and ``written
+    (S,)`` says which slots take it; a gather plus ``torch.where`` copies
+    values exactly (no arithmetic, so an inf cannot spread) and is pure,
+    vmappable and compilable.
     """
-    scattered = onehot.transpose(0, 1).to(new.dtype) @ new
-    return torch.where(written[:, None], scattered, cache)
+    return torch.where(written[:, None], new.index_select(-2, source), cache)
 
 
 def _self_attention(p: dict, x: torch.Tensor, cfg: TransformerConfig, positions, allowed, kv=None, slots=None):
@@ -297,9 +297,9 @@ def _self_attention(p: dict, x: torch.Tensor, cfg: TransformerConfig, positions,
         q = rotary(q, positions, cfg.rope_base)
         k = rotary(k, positions, cfg.rope_base)
     if kv is not None:
-        onehot, written = slots
-        k = _write(kv[0], k, onehot, written)
-        v = _write(kv[1], v, onehot, written)
+        source, written = slots
+        k = _write(kv[0], k, source, written)
+        v = _write(kv[1], v, source, written)
     out = attention(q, k, v, allowed)
     return linear(p["o_proj"], _merge_heads(out)), (k, v)
 
@@ -470,13 +470,13 @@ def _cached_run(params, stack, tokens, cache, mask, positions, cfg, memory=None,
     t = tokens.shape[-1]
     slot_ids = torch.arange(cfg.max_len, device=tokens.device)
     q_slot = cache["length"] + torch.arange(t, device=tokens.device)  # (T,)
-    onehot = q_slot[:, None] == slot_ids[None, :]  # (T, S)
-    written = onehot.any(0)  # (S,)
-    new_valid = (onehot.to(torch.int64) * mask[..., :, None].to(torch.int64)).sum(-2) > 0
-    valid = torch.where(written, new_valid, cache["valid"])
+    offset = slot_ids - cache["length"]  # (S,) index into the new tokens of each slot
+    written = (offset >= 0) & (offset < t)  # slots past max_len are dropped
+    source = torch.clamp(offset, 0, t - 1)
+    valid = torch.where(written, mask.index_select(-1, source), cache["valid"])
     allowed = _self_allowed(q_slot, slot_ids, valid, causal=True)
     x = _embed(params, stack, tokens, pos, cfg)
-    x, (ks, vs) = _stack(params, stack, x, cfg, pos, allowed, cache, (onehot, written), memory, memory_allowed)
+    x, (ks, vs) = _stack(params, stack, x, cfg, pos, allowed, cache, (source, written), memory, memory_allowed)
     new_cache = {
         "k": torch.stack(ks),
         "v": torch.stack(vs),
