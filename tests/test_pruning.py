@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.utils.prune as prune
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from funrl import nn, optim
 from funrl import random as jr
@@ -59,6 +61,26 @@ def test_global_masks_equal_torch_global_unstructured(sparsity):
     assert ws[ms].min() >= ws[~ms].max()
     expected = torch.tensor(pruned / tree.size(params), dtype=torch.float32)
     assert torch.equal(pruning.sparsity(masks), expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shapes=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=4),
+    sparsity=st.floats(0.0, 1.0),
+    scope=st.sampled_from(["global", "layer"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_magnitude_masks_prune_the_exact_count_of_smallest_entries(shapes, sparsity, scope, seed):
+    keys = jr.split(jr.key(seed), len(shapes))
+    params = {f"w{i}": jr.normal(k, s) for i, (k, s) in enumerate(zip(keys, shapes))}
+    masks = pruning.magnitude_masks(params, sparsity, scope=scope)
+    groups = [[n] for n in params] if scope == "layer" else [list(params)]
+    for names in groups:
+        w = torch.cat([params[n].abs().reshape(-1) for n in names])
+        m = torch.cat([masks[n].reshape(-1) for n in names])
+        assert int((~m).sum()) == round(sparsity * w.numel())
+        if m.any() and (~m).any():
+            assert w[m].min() >= w[~m].max()
 
 
 def test_targets_regex_and_callable():
