@@ -63,6 +63,7 @@ __all__ = [
     "masked",
     "MaskedState",
     "freeze",
+    "trainable",
     "apply_if_finite",
     "ApplyIfFiniteState",
     "sgd",
@@ -558,8 +559,46 @@ def masked(inner: GradientTransformation, mask) -> GradientTransformation:
 
 
 def freeze(mask) -> GradientTransformation:
-    """Zero the updates of the leaves where ``mask`` is ``True`` (same mask forms as :func:`masked`)."""
+    """Zero the updates of the leaves where ``mask`` is ``True`` (same mask forms as :func:`masked`).
+
+    It zeroes the updates that reach it, so it freezes only when it comes
+    *last* in a chain: ``chain(freeze(mask), adamw(...))`` still moves the
+    "frozen" weights through AdamW's weight decay (which reads the params, not
+    the updates), as in optax.  To train a subset, prefer
+    :func:`trainable` (the optimizer never sees the frozen leaves) or
+    :func:`funrl.tree.split` (differentiate and optimize only the trainable
+    tree).
+    """
     return masked(set_to_zero(), mask)
+
+
+def trainable(inner: GradientTransformation, mask) -> GradientTransformation:
+    """Train only the leaves where ``mask`` is ``True``; the others get zero updates.
+
+    ``inner`` (any optimizer: :func:`sgd`, :func:`adam`, :func:`adamw`,
+    :func:`rmsprop`, chains with clipping ...) sees and keeps state for the
+    trainable leaves alone, so weight decay, momentum and the global norm of
+    clipping never touch the frozen ones, and ``apply_updates`` leaves them
+    equal to what they were (``w + 0``; only a ``-0.0`` would turn into
+    ``+0.0``).  The alternative that never even computes frozen gradients:
+    ``trainable, frozen = funrl.tree.split(pred, params)`` and optimize
+    ``trainable`` alone.
+
+    Args:
+      inner: the optimizer for the trainable leaves.
+      mask: as :func:`masked` (bool pytree, a prefix of it, or a callable).
+
+    Returns:
+      A transformation over the whole params tree.
+    """
+    tx = masked(inner, mask)
+
+    def update(updates, state, params=None):
+        out, state = tx.update(updates, state, params)
+        flat, spec, flags = _mask_flags(mask, out, "updates")
+        return _pytree.tree_unflatten([x if f else torch.zeros_like(x) for x, f in zip(flat, flags)], spec), state
+
+    return GradientTransformation(tx.init, update)
 
 
 class ApplyIfFiniteState(NamedTuple):

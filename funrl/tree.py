@@ -36,6 +36,8 @@ __all__ = [
     "ravel",
     "partition",
     "combine",
+    "split",
+    "join",
     "register_dataclass",
     "pytree_dataclass",
     "add",
@@ -232,7 +234,11 @@ def ravel(tree: Any) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
 
 
 def partition(predicate: Callable | Any, tree: Any) -> tuple[Any, Any]:
-    """Split ``tree`` into two trees of the same structure.
+    """Split ``tree`` into two trees of the same structure (with ``HOLE`` placeholders).
+
+    The halves keep every position, so they fit any pytree (NamedTuples,
+    dataclasses); but ``torch.func.grad`` rejects the ``HOLE`` leaves.  To
+    differentiate a trainable subset of a params dict, use :func:`split`.
 
     Args:
       predicate: a function ``leaf -> bool`` or a boolean mask pytree with the
@@ -290,6 +296,124 @@ def combine(a: Any, b: Any) -> Any:
         else:
             raise ValueError(f"a, b: leaf {i} is set in both halves; combine expects disjoint halves")
     return unflatten(sa, out)
+
+
+def _path_str(path: tuple) -> str:
+    return ".".join(path) or "the root"
+
+
+def _split_flags(predicate, tree: Any) -> Callable[[tuple, Any], bool]:
+    """``(path, leaf) -> bool`` from a regex, a callable or a (prefix) bool mask tree."""
+    if isinstance(predicate, str):
+        import re
+
+        try:
+            pattern = re.compile(predicate)
+        except re.error as e:
+            raise ValueError(f"predicate: expected a valid regular expression, got {predicate!r} ({e})") from None
+        return lambda path, leaf: pattern.search(".".join(path)) is not None
+    if callable(predicate):
+        return lambda path, leaf: bool(predicate(".".join(path), leaf))
+
+    def from_mask(path, leaf):
+        node = predicate
+        for i, k in enumerate(path):
+            if isinstance(node, bool):
+                return node
+            if not isinstance(node, dict) or k not in node:
+                raise ValueError(f"predicate: expected a bool mask with the structure of tree (or a prefix of it); "
+                                 f"it has no entry for {_path_str(path[: i + 1])}")
+            node = node[k]
+        if not isinstance(node, bool):
+            raise TypeError(f"predicate: mask entry at {_path_str(path)} must be a Python bool, got {type(node).__name__}")
+        return node
+
+    return from_mask
+
+
+def split(predicate: Callable | str | Any, tree: Any) -> tuple[dict, dict]:
+    """Split a nested-dict tree into two plain dict trees, each holding only its own leaves.
+
+    Unlike :func:`partition` there are no placeholders, so each half can be
+    passed to ``torch.func.grad`` / ``vmap`` / an optimizer on its own::
+
+        trainable, frozen = tree.split(r"lora|head", params)
+        grads = torch.func.grad(lambda t: loss(tree.join(t, frozen)))(trainable)
+
+    ``grads`` holds only the trainable leaves: nothing is computed for the
+    frozen ones (they never require grad).
+
+    Args:
+      predicate: selects the leaves of the first half: a regex searched in
+        the leaf's path (dict keys joined with ``"."``), a callable
+        ``(path: str, leaf) -> bool``, or a Python-bool mask dict with the
+        tree's structure or a prefix of it (``{"body": False, "head": True}``).
+      tree: nested dicts (any leaves).
+
+    Returns:
+      ``(selected, rest)``: nested dicts; dicts left empty are dropped (an
+      empty half is ``{}``).  :func:`join` puts them back together.
+    """
+    flag = _split_flags(predicate, tree)
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            raise TypeError(f"tree: split needs nested dicts, got a {type(node).__name__} at {_path_str(path)}")
+        yes, no = {}, {}
+        for k, v in node.items():
+            p = path + (str(k),)
+            if isinstance(v, dict):
+                y, n = walk(v, p)
+                if y:
+                    yes[k] = y
+                if n:
+                    no[k] = n
+            elif not _pytree.tree_is_leaf(v):
+                raise TypeError(f"tree: split needs nested dicts, got a {type(v).__name__} at {_path_str(p)}")
+            elif flag(p, v):
+                yes[k] = v
+            else:
+                no[k] = v
+        return yes, no
+
+    return walk(tree, ())
+
+
+def join(a: dict, b: dict, like: dict | None = None) -> dict:
+    """Merge two disjoint nested-dict trees (the halves from :func:`split`) into one.
+
+    Args:
+      a, b: nested dicts with no leaf in common.
+      like: optional tree whose key order the result takes (a pytree's
+        structure includes the order of dict keys, so pass the original
+        params to get a tree of exactly their structure).
+
+    Returns:
+      A new nested dict with every leaf of ``a`` and ``b`` (key order: ``a``'s
+      keys first, unless ``like`` is given).  A leaf present in both raises
+      ``ValueError``.
+    """
+
+    def walk(x, y, path):
+        if not isinstance(x, dict) or not isinstance(y, dict):
+            raise ValueError(f"a, b: both hold {_path_str(path)}; join expects disjoint trees (halves of one split)")
+        out = dict(x)
+        for k, v in y.items():
+            out[k] = walk(x[k], v, path + (str(k),)) if k in x else v
+        return out
+
+    def order(x, ref, path):
+        if not isinstance(x, dict) or not isinstance(ref, dict):
+            return x
+        if set(x) != set(ref):
+            raise ValueError(f"like: expected the keys {sorted(map(str, x))} at {_path_str(path)}, got {sorted(map(str, ref))}")
+        return {k: order(x[k], ref[k], path + (str(k),)) for k in ref}
+
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, dict):
+            raise TypeError(f"{name}: expected a nested dict, got {type(t).__name__}")
+    out = walk(a, b, ())
+    return out if like is None else order(out, like, ())
 
 
 def allclose(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-8) -> bool:

@@ -625,3 +625,94 @@ def test_tensor_hyperparameters_are_not_value_checked():
     tx = optim.adam(torch.tensor(-1.0), b1=torch.tensor(1.5))
     u, _ = tx.update({"a": torch.ones(2)}, tx.init({"a": torch.ones(2)}))
     assert u["a"].shape == (2,)
+
+
+# ----------------------------------------------------------------------------- training a subset
+EVERY_OPTIMIZER = {
+    "sgd": lambda: optim.sgd(0.1),
+    "sgd_momentum": lambda: optim.sgd(0.1, momentum=0.9),
+    "sgd_nesterov": lambda: optim.sgd(0.1, momentum=0.9, nesterov=True),
+    "adam": lambda: optim.adam(0.1),
+    "adamw": lambda: optim.adamw(0.1, weight_decay=0.5),
+    "adamw_masked_decay": lambda: optim.adamw(0.1, weight_decay=0.5, mask=lambda t: tree.map(lambda x: x.ndim == 2, t)),
+    "rmsprop": lambda: optim.rmsprop(0.1),
+    "rmsprop_centered_momentum": lambda: optim.rmsprop(0.1, centered=True, momentum=0.9),
+    "inject_adamw": lambda: optim.inject_hyperparams(optim.adamw)(learning_rate=0.1, weight_decay=0.5),
+    "clip_adamw": lambda: optim.chain(optim.clip_by_global_norm(0.1), optim.adamw(0.1, weight_decay=0.5)),
+}
+
+
+def _subset_problem():
+    g = torch.Generator().manual_seed(0)
+    params = {
+        "body": {"w": torch.randn(4, 3, generator=g), "b": torch.randn(4, generator=g)},
+        "head": {"w": torch.randn(2, 4, generator=g), "b": torch.randn(2, generator=g)},
+    }
+    x = torch.randn(16, 3, generator=g)
+
+    def loss(p):
+        return ((torch.tanh(x @ p["body"]["w"].T + p["body"]["b"]) @ p["head"]["w"].T + p["head"]["b"] - 1.0) ** 2).mean()
+
+    return params, loss
+
+
+def _bits(x):
+    return x.view(torch.int32)
+
+
+@pytest.mark.parametrize("name", list(EVERY_OPTIMIZER))
+def test_trainable_leaves_frozen_leaves_bit_for_bit_unchanged(name):
+    params, loss = _subset_problem()
+    frozen_before = tree.map(lambda x: _bits(x).clone(), params["body"])
+    mask = {"body": False, "head": True}
+    tx = optim.trainable(EVERY_OPTIMIZER[name](), mask)
+    state = tx.init(params)
+    p = params
+    for _ in range(5):
+        u, state = tx.update(grad(loss)(p), state, p)
+        p = optim.apply_updates(p, u)
+    assert tree.equal(tree.map(_bits, p["body"]), frozen_before)
+    assert not torch.equal(p["head"]["w"], params["head"]["w"])
+    # the trainable part moved exactly as the optimizer on the head alone moves it
+    ref_tx = EVERY_OPTIMIZER[name]()
+    head = params["head"]
+    ref_state = ref_tx.init(head)
+    for _ in range(5):
+        g = grad(lambda h: loss({"body": params["body"], "head": h}))(head)
+        u, ref_state = ref_tx.update(g, ref_state, head)
+        head = optim.apply_updates(head, u)
+    assert tree.equal(p["head"], head)
+
+
+@pytest.mark.parametrize("name", list(EVERY_OPTIMIZER))
+def test_split_grad_and_optimize_trainable_tree_only(name):
+    params, loss = _subset_problem()
+    trainable, frozen = tree.split(r"^head\.", params)
+    tx = EVERY_OPTIMIZER[name]()
+    state = tx.init(trainable)
+    for _ in range(5):
+        g = grad(lambda t: loss(tree.join(frozen, t)))(trainable)
+        assert tree.num_leaves(g) == 2 and tree.structure(g) == tree.structure(trainable)
+        u, state = tx.update(g, state, trainable)
+        trainable = optim.apply_updates(trainable, u)
+    new = tree.join(frozen, trainable, like=params)
+    # frozen leaves are the very same tensors, never copied nor touched
+    assert new["body"]["w"] is params["body"]["w"] and new["body"]["b"] is params["body"]["b"]
+    assert not torch.equal(new["head"]["w"], params["head"]["w"])
+
+
+def test_freeze_first_in_a_chain_does_not_stop_weight_decay():
+    # why the docs recommend trainable/split: freeze zeroes only the updates reaching it
+    params, loss = _subset_problem()
+    tx = optim.chain(optim.freeze({"body": True, "head": False}), optim.adamw(0.1, weight_decay=0.5))
+    u, _ = tx.update(grad(loss)(params), tx.init(params), params)
+    moved = optim.apply_updates(params, u)
+    torch.testing.assert_close(moved["body"]["w"], params["body"]["w"] * (1 - 0.1 * 0.5), rtol=1e-6, atol=1e-7)
+
+
+def test_trainable_mask_errors():
+    params, _ = _subset_problem()
+    with pytest.raises(ValueError, match="mask: expected a bool pytree with the structure of params"):
+        optim.trainable(optim.adam(0.1), {"body": True}).init(params)
+    with pytest.raises(TypeError, match="inner: expected a GradientTransformation"):
+        optim.trainable(lambda x: x, {"body": True, "head": False})

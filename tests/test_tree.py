@@ -186,3 +186,99 @@ def test_register_dataclass_errors():
 
     with pytest.raises(ValueError, match="static_fields: 'b' is not a field of D"):
         tree.register_dataclass(D, static_fields=("b",))
+
+
+# ----------------------------------------------------------------------------- split / join (trainable subsets)
+def _params():
+    return {
+        "body": {"w": torch.randn(3, 4, dtype=torch.float64), "b": torch.randn(3, dtype=torch.float64)},
+        "head": {"w": torch.randn(2, 3, dtype=torch.float64), "lora": {"a": torch.randn(1, 3, dtype=torch.float64)}},
+    }
+
+
+def test_split_join_by_regex_callable_and_prefix_mask():
+    p = _params()
+    yes, no = tree.split(r"head\.", p)
+    assert set(yes) == {"head"} and set(no) == {"body"}
+    assert yes["head"]["w"] is p["head"]["w"] and no["body"]["b"] is p["body"]["b"]
+    assert tree.equal(tree.join(no, yes), p)
+    # dict key order is part of a pytree's structure: `like` restores the original one
+    assert list(tree.join(yes, no)) == ["head", "body"] and not tree.equal(tree.join(yes, no), p)
+    assert tree.equal(tree.join(yes, no, like=p), p)
+    # callable (path, leaf): only the matrices named w
+    ws, rest = tree.split(lambda path, leaf: path.endswith(".w"), p)
+    assert ws == {"body": {"w": p["body"]["w"]}, "head": {"w": p["head"]["w"]}}
+    assert tree.equal(tree.join(ws, rest), p)
+    # a prefix mask of Python bools
+    yes2, no2 = tree.split({"body": False, "head": {"w": True, "lora": False}}, p)
+    assert yes2 == {"head": {"w": p["head"]["w"]}}
+    assert no2 == {"body": p["body"], "head": {"lora": p["head"]["lora"]}}
+    # everything on one side: the other half is an empty dict
+    allp, none = tree.split(lambda path, leaf: True, p)
+    assert none == {} and tree.equal(allp, p)
+
+
+def test_split_halves_go_through_grad_and_frozen_grads_are_never_computed():
+    p = _params()
+
+    class NoBackward(torch.autograd.Function):
+        """Identity whose backward fails: reaching it means a frozen grad was computed."""
+
+        @staticmethod
+        def forward(x):
+            return x.clone()
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, g):
+            raise AssertionError("a gradient of a frozen leaf was computed")
+
+    x = torch.randn(5, 4, dtype=torch.float64)
+
+    def loss(params):
+        h = torch.tanh(x @ NoBackward.apply(params["body"]["w"]).T + NoBackward.apply(params["body"]["b"]))
+        return ((h @ params["head"]["w"].T) ** 2).sum() + (params["head"]["lora"]["a"] ** 2).sum()
+
+    trainable, frozen = tree.split(r"^head\.", p)
+    g = torch.func.grad(lambda t, f: loss(tree.join(f, t)))(trainable, frozen)
+    assert set(g) == {"head"} and set(g["head"]) == {"w", "lora"}
+    assert not any(x.requires_grad for x in tree.leaves(frozen))
+    # the same numbers as autograd on the whole tree, frozen part excluded
+    ref = {"body": {k: v.detach().clone() for k, v in p["body"].items()},
+           "head": {"w": p["head"]["w"].detach().clone().requires_grad_(),
+                    "lora": {"a": p["head"]["lora"]["a"].detach().clone().requires_grad_()}}}
+    gw, ga = torch.autograd.grad(loss(ref), [ref["head"]["w"], ref["head"]["lora"]["a"]])
+    torch.testing.assert_close(g["head"]["w"], gw, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g["head"]["lora"]["a"], ga, rtol=1e-12, atol=1e-12)
+    # partition's HOLE placeholders are what grad rejects (why split exists)
+    holes_yes, holes_no = tree.partition(lambda leaf: leaf.ndim == 2, p)
+    with pytest.raises(Exception, match="must be Tensor"):
+        torch.func.grad(lambda t: loss(tree.combine(t, holes_no)))(holes_yes)
+
+
+def test_split_and_join_under_vmap():
+    S = 3
+    stacked = {"a": {"w": torch.randn(S, 2, 2)}, "b": torch.randn(S, 2)}
+    out = torch.func.vmap(lambda t: tree.join(*tree.split(r"^a\.", t)))(stacked)
+    assert tree.equal(out, stacked)
+
+
+def test_split_join_errors_name_the_argument():
+    p = _params()
+    with pytest.raises(ValueError, match=r"predicate: .* no entry for head\.lora"):
+        tree.split({"body": True, "head": {"w": True}}, p)
+    with pytest.raises(TypeError, match="predicate: mask entry at body.w must be a Python bool, got Tensor"):
+        tree.split({"body": {"w": torch.tensor(True), "b": True}, "head": True}, p)
+    with pytest.raises(TypeError, match="tree: split needs nested dicts, got a list at layers"):
+        tree.split(r"w", {"layers": [torch.ones(1)]})
+    with pytest.raises(ValueError, match="predicate: expected a valid regular expression"):
+        tree.split("(", p)
+    with pytest.raises(ValueError, match="a, b: both hold body.w"):
+        tree.join(p, {"body": {"w": torch.ones(1)}})
+    with pytest.raises(TypeError, match="b: expected a nested dict, got list"):
+        tree.join(p, [])
+    with pytest.raises(ValueError, match="like: expected the keys"):
+        tree.join(*tree.split(r"^head", p), like={"body": 1})

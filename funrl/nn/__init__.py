@@ -23,6 +23,13 @@ MLP names its layers ``linear_0, linear_1, ...`` (and ``layer_norm_0, ...``).
 These names are the checkpoint format.
 
 :func:`from_module` turns any ``torch.nn.Module`` into ``(params, apply)``.
+
+Transformers and fine-tuning (submodules, their main names re-exported here):
+:func:`transformer` (decoder-only LM with a KV cache), :func:`encoder_decoder`,
+:func:`from_gpt2` (``funrl/nn/transformer.py``; the module itself is
+``sys.modules["funrl.nn.transformer"]`` since the name ``funrl.nn.transformer``
+is the function), :mod:`funrl.nn.lora` (LoRA as a transform of a params tree)
+and :mod:`funrl.nn.pruning` (magnitude masks, sparse training).
 """
 
 from __future__ import annotations
@@ -61,7 +68,18 @@ __all__ = [
     "Linear",
     "LayerNorm",
     "mlp",
+    "linear",
     "from_module",
+    "transformer",
+    "encoder_decoder",
+    "Transformer",
+    "EncoderDecoder",
+    "TransformerConfig",
+    "attention",
+    "rotary",
+    "from_gpt2",
+    "lora",
+    "pruning",
 ]
 
 #: An initialiser: ``init(key, shape, dtype=torch.float32) -> tensor of shape``.
@@ -383,6 +401,44 @@ def torch_default_linear(fan_in: int | None = None) -> Initializer:
 
 
 # ----------------------------------------------------------------------------- modules
+def _lora_delta(params: dict, x: torch.Tensor) -> torch.Tensor | None:
+    """The LoRA path ``scale * dropout(x) A^T B^T`` of a linear layer, or ``None``.
+
+    ``params`` is a linear layer's dict; :func:`funrl.nn.lora.apply` adds a
+    ``"lora"`` entry ``{"a": (r, in), "b": (out, r), "scale": float,
+    "dropout": float, "key": key or None}`` to the layers it targets.  The
+    entry exists only inside ``lora.apply`` (it is never part of a params tree
+    a user holds), so Python numbers there are fine.  ``x (..., in) -> (..., out)``.
+    """
+    lo = params.get("lora")
+    if lo is None:
+        return None
+    h = x
+    if lo["dropout"] > 0.0:
+        # inverted dropout on the adapter's input, as peft's lora_dropout
+        keep = jr.bernoulli(lo["key"], 1.0 - lo["dropout"], tuple(x.shape))
+        h = torch.where(keep, x / (1.0 - lo["dropout"]), torch.zeros_like(x))
+    return ((h @ lo["a"].transpose(-2, -1)) @ lo["b"].transpose(-2, -1)) * lo["scale"]
+
+
+def linear(params: dict, x: torch.Tensor) -> torch.Tensor:
+    """Functional ``torch.nn.Linear``: ``y = x W^T + b``, plus LoRA's path if present.
+
+    Args:
+      params: ``{"weight": (out, in), ["bias": (out,)]}`` (torch's layout),
+        possibly with a ``"lora"`` entry added by :func:`funrl.nn.lora.apply`
+        (see ``_lora_delta``).
+      x: ``(..., in)``.
+
+    Returns:
+      ``(..., out)``.  Every funrl layer (transformer projections, MLP layers)
+      goes through this one function, which is how unmerged LoRA reaches them.
+    """
+    y = F.linear(x, params["weight"], params.get("bias"))
+    delta = _lora_delta(params, x)
+    return y if delta is None else y + delta
+
+
 def _check_features(n, name: str) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{name}: expected a positive int, got {n!r}")
@@ -453,9 +509,12 @@ def Linear(
             # same order either way, so vmap(train)(keys)[i] == train(keys[i]) bit
             # for bit.  It costs out_features x the input's memory, small here.
             y = (x[..., None, :] * w).sum(-1)
-            return y if b is None else y + b
-        return F.linear(x, w, b)
+            y = y if b is None else y + b
+            delta = _lora_delta(params, x)
+            return y if delta is None else y + delta
+        return linear(params, x)
 
+    apply.supports_lora = True
     return Model(init, apply)
 
 
@@ -566,6 +625,7 @@ def mlp(
                 x = act(x)
         return out_act(x)
 
+    apply.supports_lora = True
     return Model(init, apply)
 
 
@@ -611,3 +671,17 @@ def from_module(module: torch.nn.Module) -> tuple[dict, Callable[..., Any]]:
         return torch.func.functional_call(skeleton, params, args, kwargs)
 
     return params, apply
+
+
+# submodules that build on the names above (imported last: they import funrl.nn)
+from funrl.nn import lora, pruning  # noqa: E402
+from funrl.nn.transformer import (  # noqa: E402
+    EncoderDecoder,
+    Transformer,
+    TransformerConfig,
+    attention,
+    encoder_decoder,
+    from_gpt2,
+    rotary,
+    transformer,
+)
