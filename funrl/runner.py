@@ -288,7 +288,7 @@ def run(
         ``init_seed``; None (default): seed for seed (the seed counts must match).
       env_params: overrides for :func:`funrl.envs.make` (e.g. ``{"length": 1.0,
         "masspole": 0.2}`` for a longer, heavier CartPole pole).
-      **overrides: Config fields, e.g. ``freeze=r"^actor\.linear_0\."`` (a regex over
+      **overrides: Config fields, e.g. ``freeze=r"^actor\\.linear_0\\."`` (a regex over
         param paths kept fixed in training; see ``funrl.algorithms.common.param_paths``).
 
     ``init``, ``init_seed``, ``env_params`` and the config (``freeze`` included)
