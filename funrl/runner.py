@@ -24,6 +24,10 @@ buffers, keys, counters) and the metrics so far are checkpointed atomically
 every ``checkpoint_every`` updates; ``run(..., resume=DIR)`` continues from the
 newest good checkpoint and reaches the same final parameters, bit for bit on
 CPU, as an uninterrupted run.
+
+Warm starts: ``run(..., init=DIR)`` starts from the final params of the run in
+``DIR`` (see :mod:`funrl.transfer`); ``env_params`` changes the env's params
+(e.g. a longer pole); both are recorded in config.json and kept on resume.
 """
 
 from __future__ import annotations

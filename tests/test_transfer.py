@@ -173,6 +173,17 @@ def test_run_records_init_freeze_env_params_and_resume_keeps_them(tmp_path):
     assert json.loads((tmp_path / "ft" / "config.json").read_text()) == cfg
 
 
+def test_eval_uses_the_runs_env_params(tmp_path, monkeypatch):
+    from funrl.evaluation import evaluate_run
+
+    funrl.run("ppo", seeds=1, out=str(tmp_path / "run"), env_params={"length": 1.0}, **QUIET, **TINY_KW)
+    made = []
+    real_make = funrl.envs.make
+    monkeypatch.setattr(funrl.envs, "make", lambda env_id, **kw: made.append(kw) or real_make(env_id, **kw))
+    table = evaluate_run(str(tmp_path / "run"), episodes=1)
+    assert made == [{"length": 1.0}] and len(table["per_seed"]) == 1
+
+
 def test_cli_init_init_seed_freeze_and_env_set(tmp_path, capsys):
     from funrl.cli import main
 
@@ -198,3 +209,15 @@ def test_cli_init_init_seed_freeze_and_env_set(tmp_path, capsys):
     ]:
         assert main([*common, "--out", str(tmp_path / "bad"), *args]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.compile
+def test_freeze_holds_in_the_compiled_runner_too():
+    module = get("ppo")
+    env, env_params = funrl.envs.make("CartPole-v1")
+    config = module.Config(**{**TINY["ppo"], "freeze": r"^actor\.linear_0\."})
+    runner = Runner(module.make_algorithm, config, env, env_params, compile=True)
+    start = runner.init(seed_keys(0, 2))
+    end, _ = runner.run(start)
+    assert tree.equal(end.params["actor"]["linear_0"], start.params["actor"]["linear_0"])
+    assert not tree.equal(end.params["actor"]["linear_1"], start.params["actor"]["linear_1"])
