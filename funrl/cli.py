@@ -204,8 +204,7 @@ def _cmd_train(args) -> int:
         # validate fields and types before anything runs
         from funrl.runner import resolve_config
 
-        if args.freeze is None or args.algo.lower() != "tabular":  # funrl.run names the tabular case
-            resolve_config(args.algo, args.env, args.total_steps, overrides)
+        resolve_config(args.algo, args.env, args.total_steps, overrides)
         if args.env is not None or env_params:
             from funrl.algorithms import DEFAULT_ENVS
 

@@ -113,6 +113,8 @@ def resolve_config(algo: str, env_id: str | None = None, total_steps: int | None
     if total_steps is not None:
         values["total_timesteps"] = int(total_steps)
     for k, v in (overrides or {}).items():
+        if k == "freeze" and k not in fields:
+            raise ValueError(f"freeze: {algo} has no network layers to freeze (its Config has no freeze field)")
         if k not in fields:
             import difflib
 
@@ -364,7 +366,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         hparams = saved.get("hparams")
         # the checkpoint holds the (warm-started) params: init is recorded, not applied again
         init, init_seed = None, None
-        env_params = saved.get("env_params") or {}
+        # JSON stores a tensor override (one value per env) as a list
+        env_params = {k: torch.tensor(v) if isinstance(v, list) else v for k, v in (saved.get("env_params") or {}).items()}
         # Resume exactly as the run started: compiled and eager kernels round differently,
         # so switching mode midway would break bit-for-bit equality with an uninterrupted run.
         compile = saved.get("compile", compile)
@@ -385,8 +388,6 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     block_start, block_count = blocks[w.rank]
     if init_seed is not None and init is None:
         raise ValueError(f"init_seed: given ({init_seed!r}) without init (the results folder to start from)")
-    if "freeze" in overrides and not any(f.name == "freeze" for f in dataclasses.fields(get(algo).Config)):
-        raise ValueError(f"freeze: {algo} has no network layers to freeze (its Config has no freeze field)")
     module, env_id, config = resolve_config(algo, env, total_steps, overrides)
     env_obj, env_params_t = funrl.envs.make(env_id, **dict(env_params or {}))
     env_params_t = tree.map(lambda x: x.to(dev) if isinstance(x, torch.Tensor) else x, env_params_t)
@@ -396,8 +397,6 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         out = os.path.join("runs", f"{algo}-{env_id}-{time.strftime('%Y%m%d-%H%M%S')}")
     if ctx is not None:
         out = distributed.broadcast_object(out, ctx)  # the ranks' clocks may name different folders
-    if w.main:
-        os.makedirs(out, exist_ok=True)
     manager = ckpt.CheckpointManager(os.path.join(out, "checkpoints"), keep=2)
 
     # seed i gets fold_in(key(seed), i) whichever process trains it
@@ -414,6 +413,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     init_info = None
     if init is not None:
         state, init_info = _warm_start(ctx, module, state, init, init_seed, seeds, blocks, dev)
+    if w.main:
+        os.makedirs(out, exist_ok=True)  # only now: a run that cannot start leaves no folder behind
 
     if resume is not None:
 

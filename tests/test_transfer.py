@@ -206,9 +206,13 @@ def test_cli_init_init_seed_freeze_and_env_set(tmp_path, capsys):
         (["--env-set", "lenght=1.0"], "did you mean 'length'"),
         (["--env-set", "length"], "--env-set: expected NAME=VALUE, got 'length'"),
         (["--init", str(tmp_path / "nowhere")], "not a funrl results folder"),
+        (["--seeds", "2", "--init", str(tmp_path / "src"), "--set", "hidden_sizes=16"], "'actor.linear_0.weight' has shape (8, 4)"),
     ]:
         assert main([*common, "--out", str(tmp_path / "bad"), *args]) == 2
         assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()  # a run that cannot start leaves no folder behind
+    assert main(["train", "tabular", "--freeze", "q", "--out", str(tmp_path / "bad")]) == 2
+    assert "freeze: tabular has no network layers to freeze" in capsys.readouterr().err
 
 
 @pytest.mark.compile
