@@ -412,7 +412,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     state = runner.init(keys, hp_tensors)
     init_info = None
     if init is not None:
-        state, init_info = _warm_start(ctx, module, state, init, init_seed, seeds, blocks, dev)
+        state, init_info = _warm_start(ctx, module, config, state, init, init_seed, seeds, blocks, dev)
     if w.main:
         os.makedirs(out, exist_ok=True)  # only now: a run that cannot start leaves no folder behind
 
@@ -559,10 +559,10 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     return {"summary": summary, "metrics": history, "state": full_state, "out": out, "seed_block": (block_start, block_count)}
 
 
-def _warm_start(ctx, module, state, directory, init_seed, seeds, blocks, dev):
+def _warm_start(ctx, module, config, state, directory, init_seed, seeds, blocks, dev):
     """``transfer.warm_start`` for this process's block of seeds: rank 0 reads the folder, each rank gets its block."""
     if ctx is None:
-        state, info = transfer.warm_start(module, state, directory, init_seed)
+        state, info = transfer.warm_start(module, state, directory, init_seed, config)
     else:
         loaded = {}
 
@@ -573,7 +573,8 @@ def _warm_start(ctx, module, state, directory, init_seed, seeds, blocks, dev):
 
         info = _on_rank0(ctx, load)
         block = distributed.scatter_blocks_from_rank0(loaded.get("params"), blocks, ctx)
-        state = transfer.with_params(module, state, tree.map(lambda x: x.to(dev), block))
+        block = tree.map(lambda x: x.to(dev), block)
+        state = transfer.with_params(module, state, block, transfer.keep_fresh(module, config))
         info = {**info, "init_seed": init_seed}
     return state, {"dir": os.path.abspath(directory), "seed": init_seed, "algo": info["algo"], "env": info["env"],
                    "seeds": info["seeds"], "update": info["update"]}

@@ -44,6 +44,7 @@ __all__ = [
     "select_seeds",
     "check_same_params",
     "warm_start",
+    "keep_fresh",
 ]
 
 
@@ -79,8 +80,12 @@ def params_of(module: ModuleType, state: Any) -> Any:
     return get_path(state, module.PARAMS)
 
 
-def with_params(module: ModuleType, state: Any, params: Any) -> Any:
+def with_params(module: ModuleType, state: Any, params: Any, keep: tuple[str, ...] = ()) -> Any:
     """``state`` with its params replaced by ``params`` and every target copy set to (a clone of) them.
+
+    ``keep``: param paths (as :func:`funrl.algorithms.common.param_paths` names
+    them) that stay as they are in ``state``, e.g. what the config sets rather
+    than training learns (``module.params_set_by_config(config)``).
 
     The tensors are cloned contiguous onto the state's device, so the new state
     shares no storage with ``params`` and training never writes into the
@@ -94,7 +99,7 @@ def with_params(module: ModuleType, state: Any, params: Any) -> Any:
     # rebuilt in the state's own structure (dict key order included), leaf by leaf by path
     by_path = dict(zip(param_paths(params), tree.leaves(params)))
     leaves = [
-        by_path[p].to(x.device).clone(memory_format=torch.contiguous_format)
+        x if p in keep else by_path[p].to(x.device).clone(memory_format=torch.contiguous_format)
         for p, x in zip(param_paths(current), tree.leaves(current))
     ]
     fresh = tree.unflatten(tree.structure(current), leaves)
@@ -192,7 +197,9 @@ def check_same_params(expected: Any, given: Any, name: str = "init") -> None:
         )
 
 
-def warm_start(module: ModuleType, state: Any, directory: str, init_seed: int | None = None) -> tuple[Any, dict]:
+def warm_start(
+    module: ModuleType, state: Any, directory: str, init_seed: int | None = None, config: Any = None
+) -> tuple[Any, dict]:
     """A batched initial state whose params (and targets) are the final params of the run in ``directory``.
 
     Args:
@@ -200,6 +207,8 @@ def warm_start(module: ModuleType, state: Any, directory: str, init_seed: int | 
       state: a freshly initialised batched state (leaves ``[S, ...]``).
       directory: the source results folder.
       init_seed: None (seed for seed) or the source seed every seed starts from.
+      config: the run's Config; params that ``module.params_set_by_config(config)``
+        names (if the module has it) keep their fresh values.
 
     Returns:
       ``(state, info)`` with ``info`` as from :func:`load_params` plus ``init_seed``.
@@ -208,4 +217,10 @@ def warm_start(module: ModuleType, state: Any, directory: str, init_seed: int | 
     params, info = load_params(directory, map_location=device)
     seeds = tree.leaves(params_of(module, state))[0].shape[0]
     params = select_seeds(params, seeds, init_seed)
-    return with_params(module, state, params), {**info, "init_seed": init_seed}
+    return with_params(module, state, params, keep_fresh(module, config)), {**info, "init_seed": init_seed}
+
+
+def keep_fresh(module: ModuleType, config: Any) -> tuple[str, ...]:
+    """The param paths a warm start leaves as initialised: ``module.params_set_by_config(config)``, if any."""
+    fn = getattr(module, "params_set_by_config", None)
+    return tuple(fn(config)) if fn is not None and config is not None else ()

@@ -108,6 +108,20 @@ def test_a2c_starts_from_ppo_params_of_the_same_shape(tmp_path):
     assert tree.equal(state.params, src["state"].params)
 
 
+def test_sac_with_a_fixed_temperature_keeps_its_own_alpha(tmp_path):
+    src = _source(tmp_path, "sac", autotune=False, alpha=0.2)
+    module, fresh = _fresh_state("sac", 2, autotune=False, alpha=0.05)
+    config = resolve_config("sac", None, None, {**TINY["sac"], "autotune": False, "alpha": 0.05})[2]
+    state, _ = transfer.warm_start(module, fresh, str(tmp_path / "src"), config=config)
+    assert torch.equal(state.params["log_alpha"], fresh.params["log_alpha"])  # log(0.05), not the source's log(0.2)
+    assert tree.equal(state.params["actor"], src["state"].params["actor"])
+    # with autotune on, the temperature is learnt and comes from the source
+    module, fresh = _fresh_state("sac", 2)
+    auto = resolve_config("sac", None, None, TINY["sac"])[2]
+    state, _ = transfer.warm_start(module, fresh, str(tmp_path / "src"), config=auto)
+    assert torch.equal(state.params["log_alpha"], src["state"].params["log_alpha"])
+
+
 # --------------------------------------------------------------------------- freeze
 FREEZE = {
     "ppo": r"^critic\.", "a2c": r"^actor\.linear_0\.", "reinforce": r"\.bias$", "dqn": r"^linear_0\.",

@@ -138,6 +138,15 @@ PARAMS = "params"
 TARGETS: dict = {"target_params": "params.critic"}
 
 
+def params_set_by_config(config: Config) -> tuple[str, ...]:
+    """Param paths whose value the config sets rather than learns: a warm start keeps them fresh.
+
+    With ``autotune`` off, ``log_alpha`` is ``log(config.alpha)`` for the whole
+    run, so it must come from this run's config, not from the source run.
+    """
+    return () if config.autotune else ("log_alpha",)
+
+
 # ---------------------------------------------------------------- the policy
 def squashed_gaussian_policy(spec: BoxSpec, hidden_sizes):
     """CleanRL's SAC ``Actor``: an MLP giving mean and log-std of a tanh-squashed Gaussian.
