@@ -140,7 +140,10 @@ def make_algorithm(config: Config, env, env_params, lift=identity_lift) -> Algor
     actor = deterministic_actor(spec, config.hidden_sizes)
     critic = q_network(spec, config.hidden_sizes)
     tx = optim.scale_by_adam()  # the learning rate is applied by hand (a per-seed tensor)
-    mask = freeze_mask(config.freeze, lambda: {"actor": actor.init(jr.key(0)), "critic": {"q1": critic.init(jr.key(1)), "q2": critic.init(jr.key(2))}})
+    mask = freeze_mask(
+        config.freeze,
+        lambda: {"actor": actor.init(jr.key(0)), "critic": {"q1": critic.init(jr.key(1)), "q2": critic.init(jr.key(2))}},
+    )
     actor_tx = with_frozen(tx, None if mask is None else mask["actor"])
     critic_tx = with_frozen(tx, None if mask is None else mask["critic"])
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
