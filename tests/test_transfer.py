@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -181,6 +182,7 @@ def test_run_records_init_freeze_env_params_and_resume_keeps_them(tmp_path):
     ckpts = sorted(os.listdir(tmp_path / "ft" / "checkpoints"))
     assert ckpts == ["ckpt_000000000002.pt", "ckpt_000000000004.pt"]
     os.remove(tmp_path / "ft" / "checkpoints" / ckpts[-1])
+    shutil.rmtree(tmp_path / "src")  # the checkpoint holds the warm-started params: resume needs no source
     resumed = funrl.run(resume=str(tmp_path / "ft"), progress=False, plot=False)
     assert resumed["summary"]["resumed_from_update"] == 2
     assert tree.equal(resumed["state"], full["state"])
