@@ -1,6 +1,7 @@
 """The ``funrl`` command line (also ``python -m funrl``).
 
     funrl train [ALGO] [--env ENV_ID] [--seeds S] [--total-steps N] [--set field=value ...]
+                [--env-set name=value ...] [--init DIR [--init-seed I]] [--freeze REGEX]
                 [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR]
     funrl eval DIR [--episodes K]
     funrl plot DIR [DIR ...] [--out FILE.png]
@@ -55,6 +56,19 @@ def build_parser(algo_for_help: str = "ppo") -> argparse.ArgumentParser:
     tr.add_argument("--seeds", type=int, default=8, help="number of seeds trained together (default 8)")
     tr.add_argument("--total-steps", type=int, default=None, help="env steps per seed (default: config total_timesteps)")
     tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
+    tr.add_argument(
+        "--env-set", action="append", default=[], metavar="NAME=VALUE",
+        help="override an env param or constructor argument (e.g. length=1.0 for CartPole; see funrl.envs.make)",
+    )
+    tr.add_argument("--init", default=None, metavar="DIR", help="start from the final params of the run in DIR (warm start)")
+    tr.add_argument(
+        "--init-seed", type=int, default=None, metavar="I",
+        help="with --init: start every seed from DIR's seed I (default: seed for seed; the seed counts must match)",
+    )
+    tr.add_argument(
+        "--freeze", default=None, metavar="REGEX",
+        help="keep fixed the params whose path (e.g. actor.linear_0.weight) matches REGEX (re.search)",
+    )
     tr.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (default cpu)")
     tr.add_argument("--no-compile", action="store_true", help="run eagerly (same numbers up to rounding; slower)")
     tr.add_argument("--out", default=None, help="results folder (default runs/<algo>-<env>-<time>)")
@@ -86,6 +100,27 @@ def _parse_sets(items: list[str]) -> dict:
             raise ValueError(f"--set: expected FIELD=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         out[k.strip().replace("-", "_")] = v.strip()
+    return out
+
+
+def _parse_env_sets(items: list[str]) -> dict:
+    """``--env-set NAME=VALUE`` items as ``funrl.envs.make`` overrides: ints, floats, true/false, else strings."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--env-set: expected NAME=VALUE, got {item!r}")
+        k, v = (x.strip() for x in item.split("=", 1))
+        if v.lower() in ("true", "false"):
+            out[k] = v.lower() == "true"
+            continue
+        for parse in (int, float):
+            try:
+                out[k] = parse(v)
+                break
+            except ValueError:
+                continue
+        else:
+            out[k] = v
     return out
 
 
@@ -162,13 +197,18 @@ def _cmd_train(args) -> int:
 
         get(args.algo)  # fail fast on a bad name
     overrides = _parse_sets(args.set)
+    if args.freeze is not None:
+        overrides["freeze"] = args.freeze
+    env_params = _parse_env_sets(args.env_set)
     if args.resume is None:
         # validate fields and types before anything runs
         from funrl.runner import resolve_config
 
         resolve_config(args.algo, args.env, args.total_steps, overrides)
-        if args.env is not None:
-            funrl.envs.make(args.env)
+        if args.env is not None or env_params:
+            from funrl.algorithms import DEFAULT_ENVS
+
+            funrl.envs.make(args.env or DEFAULT_ENVS[args.algo.lower()], **env_params)
     result = funrl.run(
         args.algo,
         env=args.env,
@@ -182,6 +222,9 @@ def _cmd_train(args) -> int:
         checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress,
         plot=not args.no_plot,
+        init=args.init,
+        init_seed=args.init_seed,
+        env_params=env_params,
         **overrides,
     )
     from funrl.distributed import world

@@ -72,7 +72,7 @@ def evaluate_run(directory: str, episodes: int = 10, seed: int = 12345) -> dict:
     from funrl.runner import resolve_config, seed_keys
 
     module, env_id, config = resolve_config(cfg["algo"], cfg["env"], None, cfg["config"])
-    env, env_params = funrl.envs.make(env_id)
+    env, env_params = funrl.envs.make(env_id, **(cfg.get("env_params") or {}))
     runner = Runner(module.make_algorithm, config, env, env_params, compile=False)
     template = runner.init(seed_keys(cfg["seed"], cfg["seeds"]))
     manager = ckpt.CheckpointManager(os.path.join(directory, "checkpoints"))

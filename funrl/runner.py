@@ -24,6 +24,10 @@ buffers, keys, counters) and the metrics so far are checkpointed atomically
 every ``checkpoint_every`` updates; ``run(..., resume=DIR)`` continues from the
 newest good checkpoint and reaches the same final parameters, bit for bit on
 CPU, as an uninterrupted run.
+
+Warm starts: ``run(..., init=DIR)`` starts from the final params of the run in
+``DIR`` (see :mod:`funrl.transfer`); ``env_params`` changes the env's params
+(e.g. a longer pole); both are recorded in config.json and kept on resume.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import torch
 import funrl
 from funrl import checkpoint as ckpt
 from funrl import random as jr
-from funrl import distributed, stats, tree
+from funrl import distributed, stats, transfer, tree
 from funrl.algorithms import DEFAULT_ENVS, get
 from funrl.algorithms.common import Runner
 
@@ -109,6 +113,8 @@ def resolve_config(algo: str, env_id: str | None = None, total_steps: int | None
     if total_steps is not None:
         values["total_timesteps"] = int(total_steps)
     for k, v in (overrides or {}).items():
+        if k == "freeze" and k not in fields:
+            raise ValueError(f"freeze: {algo} has no network layers to freeze (its Config has no freeze field)")
         if k not in fields:
             import difflib
 
@@ -258,6 +264,9 @@ def run(
     progress: bool = True,
     plot: bool = True,
     hparams: dict | None = None,
+    init: str | None = None,
+    init_seed: int | None = None,
+    env_params: dict | None = None,
     **overrides,
 ) -> dict:
     """Train ``seeds`` seeds of ``algo`` on ``env`` and write a results folder.
@@ -278,7 +287,18 @@ def run(
       progress: show progress.
       plot: write ``learning_curve.png`` when matplotlib is installed.
       hparams: optional per-seed values of batchable hyper-parameters (name -> list/tensor of length ``seeds``).
-      **overrides: Config fields.
+      init: a results folder whose final params (newest good checkpoint) the
+        run starts from: network params and their target copies only, not the
+        optimizer state, env states or counters (see :mod:`funrl.transfer`).
+      init_seed: with ``init``, start every seed from the source's seed
+        ``init_seed``; None (default): seed for seed (the seed counts must match).
+      env_params: overrides for :func:`funrl.envs.make` (e.g. ``{"length": 1.0,
+        "masspole": 0.2}`` for a longer, heavier CartPole pole).
+      **overrides: Config fields, e.g. ``freeze=r"^actor\\.linear_0\\."`` (a regex over
+        param paths kept fixed in training; see ``funrl.algorithms.common.param_paths``).
+
+    ``init``, ``init_seed``, ``env_params`` and the config (``freeze`` included)
+    are written to config.json, so a resumed run keeps them.
 
     Under ``torchrun`` (``WORLD_SIZE > 1`` in the environment) the seeds are
     split across the processes in contiguous blocks
@@ -303,7 +323,7 @@ def run(
     try:
         return _run(
             ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
-            checkpoint_every, chunk_size, progress, plot, hparams, overrides,
+            checkpoint_every, chunk_size, progress, plot, hparams, init, init_seed, env_params, overrides,
         )
     finally:
         distributed.cleanup(ctx)
@@ -332,7 +352,7 @@ def _read_json(path: str):
 
 
 def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
-         checkpoint_every, chunk_size, progress, plot, hparams, overrides) -> dict:
+         checkpoint_every, chunk_size, progress, plot, hparams, init, init_seed, env_params, overrides) -> dict:
     # ctx is None for a single process; under torchrun this rank trains only its
     # block of seeds and rank 0 alone writes files (see funrl.distributed).
     w = ctx.world if ctx is not None else distributed.World()
@@ -344,6 +364,10 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         overrides = saved["config"]
         total_steps = None
         hparams = saved.get("hparams")
+        # the checkpoint holds the (warm-started) params: init is recorded, not applied again
+        init, init_seed = None, None
+        # JSON stores a tensor override (one value per env) as a list
+        env_params = {k: torch.tensor(v) if isinstance(v, list) else v for k, v in (saved.get("env_params") or {}).items()}
         # Resume exactly as the run started: compiled and eager kernels round differently,
         # so switching mode midway would break bit-for-bit equality with an uninterrupted run.
         compile = saved.get("compile", compile)
@@ -362,17 +386,17 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         torch.cuda.set_device(dev)
     blocks = distributed.seed_blocks(seeds, w.world_size)
     block_start, block_count = blocks[w.rank]
+    if init_seed is not None and init is None:
+        raise ValueError(f"init_seed: given ({init_seed!r}) without init (the results folder to start from)")
     module, env_id, config = resolve_config(algo, env, total_steps, overrides)
-    env_obj, env_params = funrl.envs.make(env_id)
-    env_params = tree.map(lambda x: x.to(dev) if isinstance(x, torch.Tensor) else x, env_params)
-    runner = Runner(module.make_algorithm, config, env_obj, env_params, compile=compile)
+    env_obj, env_params_t = funrl.envs.make(env_id, **dict(env_params or {}))
+    env_params_t = tree.map(lambda x: x.to(dev) if isinstance(x, torch.Tensor) else x, env_params_t)
+    runner = Runner(module.make_algorithm, config, env_obj, env_params_t, compile=compile)
     U = runner.num_updates
     if out is None:
         out = os.path.join("runs", f"{algo}-{env_id}-{time.strftime('%Y%m%d-%H%M%S')}")
     if ctx is not None:
         out = distributed.broadcast_object(out, ctx)  # the ranks' clocks may name different folders
-    if w.main:
-        os.makedirs(out, exist_ok=True)
     manager = ckpt.CheckpointManager(os.path.join(out, "checkpoints"), keep=2)
 
     # seed i gets fold_in(key(seed), i) whichever process trains it
@@ -386,6 +410,11 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
                 raise ValueError(f"hparams[{k!r}]: expected shape ({seeds},) (one value per seed), got {tuple(v.shape)}")
             hp_tensors[k] = v[block_start : block_start + block_count]
     state = runner.init(keys, hp_tensors)
+    init_info = None
+    if init is not None:
+        state, init_info = _warm_start(ctx, module, config, state, init, init_seed, seeds, blocks, dev)
+    if w.main:
+        os.makedirs(out, exist_ok=True)  # only now: a run that cannot start leaves no folder behind
 
     if resume is not None:
 
@@ -420,6 +449,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             "seed": seed,
             "config": dataclasses.asdict(config),
             "hparams": {k: torch.as_tensor(v).tolist() for k, v in (hparams or {}).items()},
+            "env_params": dict(env_params or {}),
+            "init": init_info,
             "device": device,
             "compile": compile,
             "num_updates": U,
@@ -526,6 +557,27 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         # the full metrics and state live on rank 0; this rank returns its own block's state
         return {"summary": summary, "metrics": None, "state": state, "out": out, "seed_block": (block_start, block_count)}
     return {"summary": summary, "metrics": history, "state": full_state, "out": out, "seed_block": (block_start, block_count)}
+
+
+def _warm_start(ctx, module, config, state, directory, init_seed, seeds, blocks, dev):
+    """``transfer.warm_start`` for this process's block of seeds: rank 0 reads the folder, each rank gets its block."""
+    if ctx is None:
+        state, info = transfer.warm_start(module, state, directory, init_seed, config)
+    else:
+        loaded = {}
+
+        def load():
+            params, info = transfer.load_params(directory)
+            loaded["params"] = transfer.select_seeds(params, seeds, init_seed)
+            return info
+
+        info = _on_rank0(ctx, load)
+        block = distributed.scatter_blocks_from_rank0(loaded.get("params"), blocks, ctx)
+        block = tree.map(lambda x: x.to(dev), block)
+        state = transfer.with_params(module, state, block, transfer.keep_fresh(module, config))
+        info = {**info, "init_seed": init_seed}
+    return state, {"dir": os.path.abspath(directory), "seed": init_seed, "algo": info["algo"], "env": info["env"],
+                   "seeds": info["seeds"], "update": info["update"]}
 
 
 def _write_checkpoint(manager, out, update, state, histories, steps_per_update) -> None:

@@ -109,7 +109,32 @@ def _check_learning(result: dict) -> None:
     assert (row["name"] in result["met"]) == row["met"] and (row["name"] in result["missed"]) == (not row["met"])
 
 
-CHECKS = {"throughput.py": _check_throughput, "learning.py": _check_learning}
+def _check_transfer(result: dict) -> None:
+    transfer = _load("transfer.py")
+    assert result["benchmark"] == "transfer" and result["quick"] is True
+    assert result["seeds"] == 2 and result["compile"] is False and result["threshold"] == 475.0
+    assert result["source_pole"] == {"length": 0.5, "masspole": 0.1}
+    assert result["changed_pole"] == {"length": 1.0, "masspole": 0.2}
+    assert set(result["phases"]) == {"source", "finetune", "scratch"}
+    for name, phase in result["phases"].items():
+        steps, iqms = phase["curve"]["env_steps"], phase["curve"]["iqm"]
+        # one chunk per update in quick mode, ending at the run's budget
+        assert steps == [phase["steps_per_update"] * (i + 1) for i in range(len(steps))], name
+        assert steps[-1] == phase["env_steps_per_seed"] == 256
+        assert all(0.0 <= v <= 500.0 for v in iqms) and phase["first_chunk_iqm"] == iqms[0]
+        assert phase["steps_to_threshold"] == transfer.steps_to_threshold(steps, iqms, 475.0)
+        assert len(phase["per_seed_final_return"]) == 2 and phase["out"] is None
+    ft, sc = result["finetune_steps_to_threshold"], result["scratch_steps_to_threshold"]
+    assert ft == result["phases"]["finetune"]["steps_to_threshold"] and sc == result["phases"]["scratch"]["steps_to_threshold"]
+    assert {k: result[k] for k in ("ratio", "met")} == {
+        k: v for k, v in transfer.verdict(ft, sc, 256, 0.5).items() if k in ("ratio", "met")
+    }
+    m = result["machine"]
+    assert m["cpu_model"] and m["cpu_capability"] and m["torch_threads"] == 1
+    assert len(result["load_average_before"]) == 3
+
+
+CHECKS = {"throughput.py": _check_throughput, "learning.py": _check_learning, "transfer.py": _check_transfer}
 
 
 def test_the_assigned_scripts_exist_and_offer_quick():
@@ -187,3 +212,26 @@ def test_learning_keeps_the_rows_it_does_not_redo(tmp_path):
         path.write_text(text)
         with pytest.raises(SystemExit, match="not a learning.py JSON.*--fresh"):
             learning._earlier_rows(path, quick=False, redo=[])
+
+
+def test_transfer_metric_pieces():
+    transfer = _load("transfer.py")
+    steps = [100, 200, 300, 400]
+    assert transfer.steps_to_threshold(steps, [10.0, 474.9, 475.0, 500.0], 475.0) == 300
+    assert transfer.steps_to_threshold(steps, [10.0, 20.0, 30.0, 40.0], 475.0) is None
+    assert transfer.verdict(100, 400, 1000, 0.5) == {"ratio": 0.25, "met": True}
+    assert transfer.verdict(300, 400, 1000, 0.5) == {"ratio": 0.75, "met": False}
+    assert transfer.verdict(None, 400, 1000, 0.5)["met"] is False
+    # scratch never got there: met when fine-tuning needed at most half the budget
+    assert transfer.verdict(500, None, 1000, 0.5)["met"] is True
+    assert transfer.verdict(501, None, 1000, 0.5)["met"] is False
+    # per-chunk IQM: episode-weighted mean per seed, a seed without episodes counts 0, IQM over seeds
+    import torch
+
+    ret = torch.tensor([[100.0, 10.0, 0.0, 50.0], [300.0, 30.0, 0.0, 50.0], [500.0, 20.0, 0.0, 50.0]])
+    eps = torch.tensor([[1.0, 1.0, 0.0, 2.0], [3.0, 1.0, 0.0, 2.0], [1.0, 2.0, 0.0, 2.0]])
+    s, iqm = transfer.iqm_curve({"episode_return": ret, "episodes": eps}, chunk=2, steps_per_update=64)
+    assert s == [128, 192]
+    # chunk 1 per seed: (100*1 + 300*3)/4 = 250, 20, 0, 50; chunk 2: 500, 20, 0, 50.
+    # The IQM of 4 values is the mean of the middle two: (20 + 50)/2 both times.
+    assert iqm == [pytest.approx(35.0), pytest.approx(35.0)]

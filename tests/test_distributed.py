@@ -194,6 +194,19 @@ def test_two_ranks_equal_one_process_bit_for_bit(single, tmp_path):
     _assert_same_results(single, three)
 
 
+def test_two_ranks_warm_start_equals_one_process_bit_for_bit(single, tmp_path):
+    # rank 0 reads the source folder and hands each rank its block of seeds' params
+    warm = ["--init", str(single), "--freeze", r"^critic\.linear_0\.", "--env-set", "length=1.0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli_main([*TRAIN, *warm, "--out", str(one)]) == 0
+    _check(_torchrun(2, *TRAIN, *warm, "--out", str(two)))
+    _assert_same_run(one, two)
+    _, source = _final(single)
+    _, tuned = _final(two)
+    assert tree.equal(tuned["state"].params["critic"]["linear_0"], source["state"].params["critic"]["linear_0"])
+    assert json.loads((two / "config.json").read_text())["init"]["dir"] == str(single.resolve())
+
+
 def test_a_failed_rank_stops_the_job_and_the_run_resumes(single, tmp_path):
     out = tmp_path / "fail"
     # rank 1 raises in the chunk that reaches update 3 (updates 3-4), after checkpoint 2 was written

@@ -62,10 +62,13 @@ from funrl import random as jr
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
+    check_freeze,
     episode_metrics,
+    freeze_mask,
     hyperparams_from_config,
     one_seed_lift,
     make_train_from,
+    with_frozen,
 )
 from funrl.envs import spaces
 from funrl.envs.wrappers import LogWrapper
@@ -96,8 +99,10 @@ class Config:
     log_std_init: float = 0.0  #: initial log-std of the Gaussian policy (Box actions)
     hidden_sizes: tuple = (64, 64)  #: actor and critic hidden layers
     activation: str = "tanh"  #: hidden activation
+    freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
+        check_freeze(self)
         check_config(
             self,
             positive=("learning_rate", "eps", "max_grad_norm"),
@@ -128,6 +133,11 @@ class Config:
 
 #: Config fields that can differ per seed in one vmapped run (tensors in the state).
 HYPERPARAMS = ("learning_rate", "gamma", "gae_lambda", "ent_coef", "vf_coef")
+
+#: Where the learned params live in the state (a path of fields and keys); ``funrl train --init`` sets them.
+PARAMS = "params"
+#: Target copies in the state (path -> the params path they copy); a warm start sets them to the loaded params.
+TARGETS: dict = {}
 
 
 class A2CState(NamedTuple):
@@ -239,6 +249,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         eps=config.eps
     )
     tx = optim.chain(optim.clip_by_global_norm(config.max_grad_norm), direction)
+    tx = with_frozen(tx, freeze_mask(config.freeze, lambda: init_params(jr.key(0))))
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
     env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
     # GAE of each env's column: r [T, E], discount [T, E], values [T + 1, E] -> [T, E]

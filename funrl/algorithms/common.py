@@ -29,12 +29,14 @@ them over axis 0.  Everything that touches per-seed data lives in a piece.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from typing import Any, Callable, NamedTuple
 
 import torch
+import torch.utils._pytree as _pytree
 
-from funrl import tree
+from funrl import optim, tree
 from funrl.compile import jit
 
 __all__ = [
@@ -49,6 +51,10 @@ __all__ = [
     "check_config",
     "masked_mean",
     "episode_metrics",
+    "param_paths",
+    "check_freeze",
+    "freeze_mask",
+    "with_frozen",
 ]
 
 Lift = Callable[..., Callable]
@@ -175,6 +181,76 @@ def check_config(config, positive: tuple[str, ...] = (), unit: tuple[str, ...] =
         v = getattr(config, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise ValueError(f"config.{name}: expected a number in [0, 1], got {v!r}")
+
+
+def param_paths(params) -> list[str]:
+    """The path of every leaf of a params pytree, keys joined with ``"."`` (``"actor.linear_0.weight"``).
+
+    These are the names ``Config.freeze`` patterns and warm-start errors use.
+    """
+    return [_path_name(path) for path, _ in _pytree.tree_flatten_with_path(params)[0]]
+
+
+def _path_name(path) -> str:
+    parts = []
+    for k in path:
+        if isinstance(k, _pytree.MappingKey):
+            parts.append(str(k.key))
+        elif isinstance(k, _pytree.SequenceKey):
+            parts.append(str(k.idx))
+        elif isinstance(k, _pytree.GetAttrKey):
+            parts.append(k.name)
+        else:
+            parts.append(str(k))
+    return ".".join(parts)
+
+
+def check_freeze(config) -> None:
+    """Validate ``config.freeze``: a str holding a valid regular expression ("" freezes nothing)."""
+    pattern = config.freeze
+    if not isinstance(pattern, str):
+        raise ValueError(f"config.freeze: expected a str (a regular expression), got {pattern!r}")
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"config.freeze: expected a valid regular expression, got {pattern!r} ({e})") from None
+
+
+def freeze_mask(pattern: str, example_params: Callable[[], Any]):
+    """Which params ``pattern`` freezes: a pytree of Python bools shaped like the params, or None.
+
+    A leaf is frozen when ``re.search(pattern, path)`` matches its path (see
+    :func:`param_paths`), e.g. ``"^actor\\.linear_0\\."`` freezes the actor's first layer.
+
+    Args:
+      pattern: ``Config.freeze``; ``""`` freezes nothing (returns None).
+      example_params: called (only if ``pattern`` is set) for one seed's params;
+        only their structure is used.
+
+    Raises:
+      ValueError: ``pattern`` matches no path (the message lists the paths).
+    """
+    if not pattern:
+        return None
+    params = example_params()
+    paths = param_paths(params)
+    flags = [re.search(pattern, p) is not None for p in paths]
+    if not any(flags):
+        raise ValueError(f"config.freeze: {pattern!r} matches no parameter path; paths: {', '.join(paths)}")
+    return tree.unflatten(tree.structure(params), flags)
+
+
+def with_frozen(tx: optim.GradientTransformation, mask) -> optim.GradientTransformation:
+    """``tx`` with the leaves where ``mask`` is True kept fixed (``mask`` None: ``tx`` itself).
+
+    Their gradients are zeroed before ``tx`` (gradient clipping and Adam's
+    moments ignore them, as for ``requires_grad=False`` in torch) and their
+    updates after it (nothing, weight decay included, moves them), so with
+    ``params + (-lr * update)`` a frozen leaf stays bit for bit the same.
+    """
+    if mask is None:
+        return tx
+    return optim.chain(optim.freeze(mask), tx, optim.freeze(mask))
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

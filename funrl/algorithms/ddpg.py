@@ -50,10 +50,13 @@ from funrl.algorithms import replay
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
+    check_freeze,
     episode_metrics,
+    freeze_mask,
     hyperparams_from_config,
     one_seed_lift,
     make_train_from,
+    with_frozen,
 )
 from funrl.envs import spaces
 from funrl.envs.core import select_tree
@@ -78,8 +81,10 @@ class Config:
     exploration_noise: float = 0.1  #: Gaussian action noise, in units of the action scale (batchable)
     policy_frequency: int = 2  #: gradient steps between actor (and target) updates
     hidden_sizes: tuple = (256, 256)  #: actor and critic hidden layers (relu)
+    freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
+        check_freeze(self)
         check_config(
             self,
             positive=("learning_rate",),
@@ -99,6 +104,11 @@ class Config:
 
 #: Config fields that can differ per seed in one vmapped run (tensors in the state).
 HYPERPARAMS = ("learning_rate", "gamma", "tau", "exploration_noise")
+
+#: Where the learned params live in the state (a path of fields and keys); ``funrl train --init`` sets them.
+PARAMS = "params"
+#: Target copies in the state (path -> the params path they copy); a warm start sets them to the loaded params.
+TARGETS: dict = {"target_params": "params"}
 
 
 def _check_common(config) -> None:
@@ -247,6 +257,9 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     critic = q_network(spec, config.hidden_sizes)
     # the learning rate is applied by hand so that it can be a per-seed tensor
     tx = optim.scale_by_adam()
+    mask = freeze_mask(config.freeze, lambda: {"actor": actor.init(jr.key(0)), "critic": critic.init(jr.key(1))})
+    actor_tx = with_frozen(tx, None if mask is None else mask["actor"])
+    critic_tx = with_frozen(tx, None if mask is None else mask["critic"])
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
     env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
 
@@ -258,8 +271,8 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         return DDPGState(
             params=params,
             target_params=tree.map(torch.clone, params),
-            actor_opt_state=tx.init(params["actor"]),
-            critic_opt_state=tx.init(params["critic"]),
+            actor_opt_state=actor_tx.init(params["actor"]),
+            critic_opt_state=critic_tx.init(params["critic"]),
             buffer=replay.init(replay_item(spec, key), config.buffer_size),
             env_state=env_state,
             obs=obs,
@@ -336,12 +349,12 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             q_next = critic.apply(targets["critic"], batch["next_obs"], next_action)
             target = batch["reward"] + hp["gamma"] * (~batch["terminated"]).to(torch.float32) * q_next
         grads, critic_aux = torch.func.grad(critic_loss_fn, has_aux=True)(params["critic"], batch, target)
-        updates, critic_opt_state = tx.update(grads, state.critic_opt_state)
+        updates, critic_opt_state = critic_tx.update(grads, state.critic_opt_state)
         new_critic = optim.apply_updates(params["critic"], tree.map(lambda u: -lr * u, updates))
 
         # CleanRL's order: the actor ascends the freshly updated critic
         grads, actor_aux = torch.func.grad(actor_loss_fn, has_aux=True)(params["actor"], new_critic, batch["obs"])
-        updates, actor_opt_state = tx.update(grads, state.actor_opt_state)
+        updates, actor_opt_state = actor_tx.update(grads, state.actor_opt_state)
         new_actor = optim.apply_updates(params["actor"], tree.map(lambda u: -lr * u, updates))
 
         learning = state.global_step >= config.learning_starts

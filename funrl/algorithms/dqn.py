@@ -57,10 +57,13 @@ from funrl.algorithms import replay
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
+    check_freeze,
     episode_metrics,
+    freeze_mask,
     hyperparams_from_config,
     one_seed_lift,
     make_train_from,
+    with_frozen,
 )
 from funrl.envs import spaces
 from funrl.envs.core import select_tree
@@ -108,8 +111,10 @@ class Config:
     loss: str = "mse"  #: "mse" (CleanRL: mean squared TD error) or "huber" (SB3 / Nature DQN)
     double_q: bool = False  #: Double-DQN target: online net selects, target net evaluates
     max_grad_norm: float | None = None  #: global gradient-norm clip (None: off, as CleanRL)
+    freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
+        check_freeze(self)
         check_config(
             self,
             positive=("learning_rate", "adam_eps"),
@@ -146,6 +151,11 @@ class Config:
 
 #: Config fields that can differ per seed in one vmapped run (tensors in the state).
 HYPERPARAMS = ("learning_rate", "gamma", "tau", "start_e", "end_e", "exploration_fraction")
+
+#: Where the learned params live in the state (a path of fields and keys); ``funrl train --init`` sets them.
+PARAMS = "learner.params"
+#: Target copies in the state (path -> the params path they copy); a warm start sets them to the loaded params.
+TARGETS: dict = {"learner.target_params": "learner.params"}
 
 
 class Actor(NamedTuple):
@@ -257,6 +267,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     init_params, q_values, _ = _q_network(config, env, env_params)
     adam = optim.scale_by_adam(eps=config.adam_eps)
     tx = adam if config.max_grad_norm is None else optim.chain(optim.clip_by_global_norm(config.max_grad_norm), adam)
+    tx = with_frozen(tx, freeze_mask(config.freeze, lambda: init_params(jr.key(0))))
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
     env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
 

@@ -36,10 +36,13 @@ from funrl import random as jr
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
+    check_freeze,
     episode_metrics,
+    freeze_mask,
     hyperparams_from_config,
     one_seed_lift,
     make_train_from,
+    with_frozen,
 )
 from funrl.envs import spaces
 from funrl.envs.wrappers import LogWrapper
@@ -69,8 +72,10 @@ class Config:
     max_grad_norm: float = 0.5  #: global gradient-norm clip
     hidden_sizes: tuple = (64, 64)  #: actor and critic hidden layers
     activation: str = "tanh"  #: hidden activation
+    freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
+        check_freeze(self)
         check_config(
             self,
             positive=("learning_rate", "adam_eps", "clip_coef", "max_grad_norm"),
@@ -94,6 +99,11 @@ class Config:
 
 #: Config fields that can differ per seed in one vmapped run (tensors in the state).
 HYPERPARAMS = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef")
+
+#: Where the learned params live in the state (a path of fields and keys); ``funrl train --init`` sets them.
+PARAMS = "params"
+#: Target copies in the state (path -> the params path they copy); a warm start sets them to the loaded params.
+TARGETS: dict = {}
 
 
 class PPOState(NamedTuple):
@@ -207,6 +217,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     num_updates = config.num_updates
     init_params, value_fn, sample_fn, evaluate_fn, to_env, discrete = _policy(config, env, env_params)
     tx = optim.chain(optim.clip_by_global_norm(config.max_grad_norm), optim.scale_by_adam(eps=config.adam_eps))
+    tx = with_frozen(tx, freeze_mask(config.freeze, lambda: init_params(jr.key(0))))
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
     env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
 

@@ -53,10 +53,13 @@ from funrl import random as jr
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
+    check_freeze,
     episode_metrics,
+    freeze_mask,
     hyperparams_from_config,
     one_seed_lift,
     make_train_from,
+    with_frozen,
 )
 from funrl.envs import spaces
 from funrl.envs.wrappers import LogWrapper
@@ -94,8 +97,10 @@ class Config:
     max_grad_norm: float | None = 0.5  #: global gradient-norm clip (None: off)
     hidden_sizes: tuple = (64, 64)  #: actor and critic hidden layers
     activation: str = "tanh"  #: hidden activation
+    freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
+        check_freeze(self)
         check_config(
             self,
             positive=("learning_rate", "adam_eps"),
@@ -128,6 +133,11 @@ class Config:
 
 #: Config fields that can differ per seed in one vmapped run (tensors in the state).
 HYPERPARAMS = ("learning_rate", "gamma", "ent_coef", "vf_coef")
+
+#: Where the learned params live in the state (a path of fields and keys); ``funrl train --init`` sets them.
+PARAMS = "params"
+#: Target copies in the state (path -> the params path they copy); a warm start sets them to the loaded params.
+TARGETS: dict = {}
 
 
 class ReinforceState(NamedTuple):
@@ -209,6 +219,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     num_updates = config.num_updates
     adam = optim.scale_by_adam(eps=config.adam_eps)
     tx = adam if config.max_grad_norm is None else optim.chain(optim.clip_by_global_norm(config.max_grad_norm), adam)
+    tx = with_frozen(tx, freeze_mask(config.freeze, lambda: init_params(jr.key(0))))
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
     env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
     # returns of each env's column of the rollout: r [T, E], discount [T, E], bootstrap [E] -> [T, E]

@@ -53,10 +53,13 @@ from funrl.algorithms import replay
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
+    check_freeze,
     episode_metrics,
+    freeze_mask,
     hyperparams_from_config,
     one_seed_lift,
     make_train_from,
+    with_frozen,
 )
 from funrl.algorithms.ddpg import (
     BoxSpec,
@@ -95,8 +98,10 @@ class Config:
     autotune: bool = True  #: learn the temperature towards the target entropy -|A|
     alpha: float = 0.2  #: fixed temperature when ``autotune`` is off (batchable)
     hidden_sizes: tuple = (256, 256)  #: policy and critic hidden layers (relu)
+    freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
+        check_freeze(self)
         check_config(
             self,
             positive=("policy_lr", "q_lr"),
@@ -126,6 +131,20 @@ class Config:
 
 #: Config fields that can differ per seed in one vmapped run (tensors in the state).
 HYPERPARAMS = ("gamma", "tau", "policy_lr", "q_lr", "alpha")
+
+#: Where the learned params live in the state (a path of fields and keys); ``funrl train --init`` sets them.
+PARAMS = "params"
+#: Target copies in the state (path -> the params path they copy); a warm start sets them to the loaded params.
+TARGETS: dict = {"target_params": "params.critic"}
+
+
+def params_set_by_config(config: Config) -> tuple[str, ...]:
+    """Param paths whose value the config sets rather than learns: a warm start keeps them fresh.
+
+    With ``autotune`` off, ``log_alpha`` is ``log(config.alpha)`` for the whole
+    run, so it must come from this run's config, not from the source run.
+    """
+    return () if config.autotune else ("log_alpha",)
 
 
 # ---------------------------------------------------------------- the policy
@@ -185,6 +204,14 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     critic = q_network(spec, config.hidden_sizes)
     target_entropy = -float(spec.act_dim)
     tx = optim.scale_by_adam()  # learning rates are applied by hand (per-seed tensors)
+    mask = freeze_mask(config.freeze, lambda: {
+        "actor": init_actor(jr.key(0)),
+        "critic": {"q1": critic.init(jr.key(1)), "q2": critic.init(jr.key(2))},
+        "log_alpha": torch.zeros(()),
+    })
+    actor_tx = with_frozen(tx, None if mask is None else mask["actor"])
+    critic_tx = with_frozen(tx, None if mask is None else mask["critic"])
+    alpha_tx = with_frozen(tx, None if mask is None else mask["log_alpha"])
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
     env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
 
@@ -203,9 +230,9 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         return SACState(
             params=params,
             target_params=tree.map(torch.clone, params["critic"]),
-            actor_opt_state=tx.init(params["actor"]),
-            critic_opt_state=tx.init(params["critic"]),
-            alpha_opt_state=tx.init(params["log_alpha"]),
+            actor_opt_state=actor_tx.init(params["actor"]),
+            critic_opt_state=critic_tx.init(params["critic"]),
+            alpha_opt_state=alpha_tx.init(params["log_alpha"]),
             buffer=replay.init(replay_item(spec, key), config.buffer_size),
             env_state=env_state,
             obs=obs,
@@ -280,7 +307,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             soft_value = torch.minimum(q1_next, q2_next) - alpha * next_log_prob
             target = batch["reward"] + hp["gamma"] * (~batch["terminated"]).to(torch.float32) * soft_value
         grads, metrics_q = torch.func.grad(critic_loss_fn, has_aux=True)(params["critic"], batch, target)
-        updates, critic_opt_state = tx.update(grads, state.critic_opt_state)
+        updates, critic_opt_state = critic_tx.update(grads, state.critic_opt_state)
         new_critic = optim.apply_updates(params["critic"], tree.map(lambda u: -hp["q_lr"] * u, updates))
 
         learning = is_learning(state)
@@ -316,14 +343,14 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         key, k_actor, k_alpha = jr.split(state.key, 3)
         alpha = torch.exp(params["log_alpha"]).detach()
         grads, metrics = torch.func.grad(actor_loss_fn, has_aux=True)(params["actor"], params["critic"], alpha, k_actor, obs)
-        updates, actor_opt_state = tx.update(grads, state.actor_opt_state)
+        updates, actor_opt_state = actor_tx.update(grads, state.actor_opt_state)
         new_actor = optim.apply_updates(params["actor"], tree.map(lambda u: -hp["policy_lr"] * u, updates))
 
         # the temperature sees fresh actions of the updated policy (CleanRL)
         with torch.no_grad():
             _, log_prob = sample_action(new_actor, k_alpha, obs)
         grad_alpha, metrics_alpha = torch.func.grad(alpha_loss_fn, has_aux=True)(params["log_alpha"], log_prob)
-        update_alpha, alpha_opt_state = tx.update(grad_alpha, state.alpha_opt_state)
+        update_alpha, alpha_opt_state = alpha_tx.update(grad_alpha, state.alpha_opt_state)
         new_log_alpha = params["log_alpha"] - hp["q_lr"] * update_alpha
 
         actor_turn = is_learning(state) & (torch.remainder(update_index(state), config.policy_frequency) == 0)

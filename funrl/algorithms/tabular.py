@@ -146,6 +146,11 @@ class Config:
 #: Config fields that can differ per seed in one vmapped run (tensors in the state).
 HYPERPARAMS = ("learning_rate", "gamma", "start_e", "end_e", "exploration_fraction")
 
+#: Where the learned params live in the state (a path of fields and keys); ``funrl train --init`` sets them.
+PARAMS = "q"
+#: Target copies in the state (path -> the params path they copy); a warm start sets them to the loaded params.
+TARGETS: dict = {}
+
 
 class TabularState(NamedTuple):
     """Everything one seed's training carries between updates (a pytree)."""

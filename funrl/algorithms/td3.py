@@ -44,10 +44,13 @@ from funrl.algorithms import replay
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
+    check_freeze,
     episode_metrics,
+    freeze_mask,
     hyperparams_from_config,
     one_seed_lift,
     make_train_from,
+    with_frozen,
 )
 from funrl.algorithms.ddpg import (
     StepInfo,
@@ -84,8 +87,10 @@ class Config:
     noise_clip: float = 0.5  #: clip of the target smoothing noise, same units (batchable)
     policy_frequency: int = 2  #: critic steps between actor (and target) updates
     hidden_sizes: tuple = (256, 256)  #: actor and critic hidden layers (relu)
+    freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
+        check_freeze(self)
         check_config(
             self,
             positive=("learning_rate",),
@@ -105,6 +110,11 @@ class Config:
 
 #: Config fields that can differ per seed in one vmapped run (tensors in the state).
 HYPERPARAMS = ("learning_rate", "gamma", "tau", "exploration_noise", "policy_noise", "noise_clip")
+
+#: Where the learned params live in the state (a path of fields and keys); ``funrl train --init`` sets them.
+PARAMS = "params"
+#: Target copies in the state (path -> the params path they copy); a warm start sets them to the loaded params.
+TARGETS: dict = {"target_params": "params"}
 
 
 class TD3State(NamedTuple):
@@ -130,6 +140,12 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     actor = deterministic_actor(spec, config.hidden_sizes)
     critic = q_network(spec, config.hidden_sizes)
     tx = optim.scale_by_adam()  # the learning rate is applied by hand (a per-seed tensor)
+    mask = freeze_mask(
+        config.freeze,
+        lambda: {"actor": actor.init(jr.key(0)), "critic": {"q1": critic.init(jr.key(1)), "q2": critic.init(jr.key(2))}},
+    )
+    actor_tx = with_frozen(tx, None if mask is None else mask["actor"])
+    critic_tx = with_frozen(tx, None if mask is None else mask["critic"])
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
     env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
 
@@ -141,8 +157,8 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         return TD3State(
             params=params,
             target_params=tree.map(torch.clone, params),
-            actor_opt_state=tx.init(params["actor"]),
-            critic_opt_state=tx.init(params["critic"]),
+            actor_opt_state=actor_tx.init(params["actor"]),
+            critic_opt_state=critic_tx.init(params["critic"]),
             buffer=replay.init(replay_item(spec, key), config.buffer_size),
             env_state=env_state,
             obs=obs,
@@ -220,11 +236,11 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             not_terminal = (~batch["terminated"]).to(torch.float32)
             target = batch["reward"] + hp["gamma"] * not_terminal * torch.minimum(q1_next, q2_next)
         grads, critic_aux = torch.func.grad(critic_loss_fn, has_aux=True)(params["critic"], batch, target)
-        updates, critic_opt_state = tx.update(grads, state.critic_opt_state)
+        updates, critic_opt_state = critic_tx.update(grads, state.critic_opt_state)
         new_critic = optim.apply_updates(params["critic"], tree.map(lambda u: -lr * u, updates))
 
         grads, actor_aux = torch.func.grad(actor_loss_fn, has_aux=True)(params["actor"], new_critic["q1"], batch["obs"])
-        updates, actor_opt_state = tx.update(grads, state.actor_opt_state)
+        updates, actor_opt_state = actor_tx.update(grads, state.actor_opt_state)
         new_actor = optim.apply_updates(params["actor"], tree.map(lambda u: -lr * u, updates))
 
         learning = state.global_step >= config.learning_starts
