@@ -3,14 +3,18 @@
 One torch thread per test process: the suite runs under pytest-xdist with one
 worker per core, and the many tiny ops of functional RL code run ~30x slower
 when threads oversubscribe the cores (see shared/torch-func-notes.md).
+``FUNRL_TEST_THREADS=2`` runs the suite with two threads per process, to check
+that no result the tests pin depends on the thread count (run it with ``-n 1``).
 """
+
+import os
 
 import pytest
 import torch
 
 from funrl.envs import make
 
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("FUNRL_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ def assert_match(actual, expected, exact=True, ulps=REASSOC_ULPS):
       ulps: the reassociation tolerance, see :data:`REASSOC_ULPS`.
 
     Structure, shapes and dtypes must match; integer and bool leaves must
-    always be equal; with ``exact=False`` a float leaf may differ by at most
+    always be equal (NaNs count as equal to NaNs at the same places); with ``exact=False`` a float leaf may differ by at most
     ``ulps * eps(dtype) * max(|expected|)`` per element (NaNs at the same places).
     """
     fa, spec_a = _pytree.tree_flatten_with_path(actual)
@@ -43,7 +43,9 @@ def assert_match(actual, expected, exact=True, ulps=REASSOC_ULPS):
             continue
         assert x.shape == y.shape and x.dtype == y.dtype, f"{where}: {x.dtype}{tuple(x.shape)} vs {y.dtype}{tuple(y.shape)}"
         if exact or not x.is_floating_point():
-            if not torch.equal(x, y):
+            same = torch.equal(x, y) or (x.is_floating_point() and torch.equal(x.nan_to_num(0.0), y.nan_to_num(0.0))
+                                         and torch.equal(x.isnan(), y.isnan()))  # NaN is NaN
+            if not same:
                 diff = (x.double() - y.double()).abs().nan_to_num(float("inf")).max().item() if x.is_floating_point() else "-"
                 raise AssertionError(f"{where}: not bit for bit equal (max |diff| {diff}; dtype {x.dtype})")
             continue

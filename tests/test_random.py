@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 import funrl
 from funrl import random as fr
 
+# vmap-vs-loop and compiled-vs-eager identities: .ci/run runs them under ATEN_CPU_CAPABILITY=default too
+pytestmark = pytest.mark.exactness
+
 M32 = 0xFFFFFFFF
 
 
