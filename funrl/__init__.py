@@ -4,6 +4,16 @@ Submodules are imported on first use (``funrl.random``, ``funrl.tree``,
 ``funrl.nn``, ``funrl.optim``, ``funrl.distributions``, ``funrl.envs``,
 ``funrl.losses``, ``funrl.dp``, ``funrl.algorithms``, ...), so ``import funrl``
 stays cheap.
+
+Reproducibility contract (README, "Reproducibility"): keys, random draws,
+element-wise computation and whole training runs are bit for bit -- row *i* of
+``torch.func.vmap(train)(keys)`` equals ``train(keys[i])`` on any CPU, because
+a single seed is computed as a batch of one through the same batched kernels
+(``funrl.algorithms.common.one_seed_lift``) and ``funrl.ops`` avoids element-wise
+kernels whose result depends on an element's position.  A function with
+matrix products called unbatched vs under ``vmap``, compiled vs eager code, and
+different machines or thread counts agree only up to floating-point
+reassociation.
 """
 
 from __future__ import annotations
