@@ -246,7 +246,9 @@ def test_vmap_equals_loop_for_every_distributional_loss():
     for fn, args in cases:
         batched = vmap(fn)(*args)
         for i in range(3):
-            assert_match(batched[i], fn(*(x[i] for x in args)))
+            # sums over atoms / quantiles, unbatched vs under vmap: equal up to reassociation
+            assert_match(fn(*(x[i] for x in args)), batched[i], exact=False)
+
 
 
 
