@@ -253,9 +253,10 @@ def test_batched_equals_loop_over_mdps(data):
             torch.testing.assert_close(vi.v[i, j], one.v, atol=2 * tol, rtol=0)
             torch.testing.assert_close(vi_blocks.v[i, j], one.v, atol=2 * tol, rtol=0)
             one_pi = dp.policy_iteration(*args)
-            torch.testing.assert_close(pit.v[i, j], one_pi.v, atol=1e-12, rtol=0)
-            assert torch.equal(pit.policy[i, j], one_pi.policy)
-            torch.testing.assert_close(pe[i, j], dp.policy_evaluation(*args, pi[i, j]), atol=1e-12, rtol=0)
+            # batched vs one MDP: solves and matrix products, equal up to reassociation (policies exact)
+            assert_match((pit.policy[i, j], pit.v[i, j]), (one_pi.policy, one_pi.v), exact=False)
+            assert_match(pe[i, j], dp.policy_evaluation(*args, pi[i, j]), exact=False)
+
 
 
 def test_shared_transitions_broadcast_over_reward_batch():
