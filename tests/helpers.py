@@ -88,7 +88,6 @@ def assert_runner_matches_vmap_train(algo, config, env, params, keys, chunk_size
     # the runner stacks metrics [updates, seeds]; vmap(train) gives [seeds, updates]
     assert_match(tree.map(lambda x: x.T, r_metrics), metrics)
     assert_match(r_state, states)
-
     return seen
 
 

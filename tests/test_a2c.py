@@ -188,7 +188,6 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole):
     s_again, m_again = train(keys[1])
     s_one, m_one = train(keys[1])
     assert_match((s_again, m_again), (s_one, m_one))  # same key twice: bit for bit
-
     assert states.update_step.tolist() == [4, 4]
     assert not tree.equal(tree.index(states.params, 0), tree.index(states.params, 1))
 

@@ -119,7 +119,6 @@ def test_clip_gradient_vmap_grad_equals_loop_with_tensor_bounds():
     batched = vmap(grad(f))(xs, lows)
     for i in range(3):
         assert_match(batched[i], grad(f)(xs[i], lows[i]))  # element-wise: bit for bit
-
         torch.testing.assert_close(batched[i], torch.clamp(xs[i], float(lows[i]), 1.0))
 
 

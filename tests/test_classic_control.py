@@ -299,7 +299,6 @@ def test_vmapped_params_give_per_env_dynamics():
         for i, (_, p) in enumerate(made):
             ref = env.step(keys[i], tree.index(s, i), a[i], p)
             assert_match(tree.index(out, i), ref)  # element-wise dynamics: bit for bit
-
         s = out[1]
     assert len({round(float(v), 12) for v in out[1].theta_dot}) == n
     # the batched params also work through vmap_reset

@@ -250,8 +250,6 @@ def test_vmap_equals_loop_for_every_distributional_loss():
             assert_match(fn(*(x[i] for x in args)), batched[i], exact=False)
 
 
-
-
 # ----------------------------------------------------------------------------- bad input
 def test_bad_inputs_name_the_argument():
     atoms, q_logits_tm1, a_tm1, r, disc, atoms_t, q_logits_t = _categorical_q_case(torch.float32)

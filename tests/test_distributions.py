@@ -381,7 +381,6 @@ def test_compiled_matches_eager():
     assert_match(compiled, eager, exact=False)
 
 
-
 # --------------------------------------------------------------- bad input
 def test_bad_input_errors():
     with pytest.raises(ValueError, match=r"loc, scale.*loc \(3,\).*scale \(2,\)"):

@@ -258,7 +258,6 @@ def test_batched_equals_loop_over_mdps(data):
             assert_match(pe[i, j], dp.policy_evaluation(*args, pi[i, j]), exact=False)
 
 
-
 def test_shared_transitions_broadcast_over_reward_batch():
     P, R = two_state_mdp()
     Rs = torch.stack([R, 2 * R, -R])
@@ -311,7 +310,6 @@ def test_compiled_value_iteration_fixed_matches_eager():
     eager = fn(Ps, Rs, gammas)
     compiled = jit(fn)(Ps, Rs, gammas)
     assert_match(compiled, eager, exact=False)  # compiled vs eager: up to reassociation
-
 
 
 # ---------------------------------------------------------------- dtypes and warnings

@@ -276,7 +276,6 @@ def test_compiled_runner_matches_eager():
     assert_match(s_c.buffer.data["action"], s_e.buffer.data["action"])
 
 
-
 # ---------------------------------------------------------------- errors
 def test_bad_inputs(cartpole):
     env, params = cartpole

@@ -391,7 +391,6 @@ def test_make_step_fn_compiled_equals_eager_with_autoreset_and_clamping():
         oe = step_e(ks, se, actions_e[t])
         # compiled vs eager: floats up to reassociation; flags and times (int/bool) stay exact
         assert_match(oc, oe, exact=False)
-
         sc, se = oc[1], oe[1]
     # the third step hits the time limit: every env truncated and reset (time 0)
     assert bool(oc[4].all()) and torch.equal(oc[1].time, torch.zeros(n, dtype=torch.int64))

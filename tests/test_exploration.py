@@ -74,7 +74,6 @@ def test_exploration_vmap_equals_loop_with_tensor_hyperparameters():
             ou[i], ex.add_ornstein_uhlenbeck_noise(keys[i], action[i], noise_tm1[i], float(damping[i]), float(stddev[i])))
 
 
-
 def test_bad_inputs_name_the_argument():
     key = frandom.key(0)
     with pytest.raises(TypeError, match="action: expected a floating-point tensor"):

@@ -508,7 +508,6 @@ def test_compiled_equals_eager():
     assert_match(funrl.jit(run_rest, backend="aot_eager")(b), run_rest(b), exact=False)
 
 
-
 # ----------------------------------------------------------------------------- bad input
 def test_bad_inputs_name_the_argument():
     r, d, v = torch.zeros(4), torch.ones(4), torch.zeros(4)

@@ -406,7 +406,6 @@ def test_from_module_apply_vmap_and_grad(make, shape):
     for i in range(S):
         assert_match(modules[i](xs[i]).detach(), ys[i], exact=False)  # vmap vs one module: reassociation
 
-
     # grad through apply equals autograd on the module
     g = grad(lambda p: (apply(p, x) ** 2).sum())(params0)
     (modules[0](x) ** 2).sum().backward()

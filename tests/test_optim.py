@@ -539,7 +539,6 @@ def test_compiled_vmapped_training_step_equals_eager():
         pc, tc, sc = compiled(pc, tc, sc, x, y)
     assert_match((pc, tc, sc), (pe, te, se), exact=False)  # compiled vs eager: reassociation; counts exact
     assert se.count.tolist() == [3, 3, 3]
-
     assert not tree.allclose(tree.index(pe, 0), tree.index(pe, 2))  # the learning rates really differ
 
 

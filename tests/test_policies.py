@@ -164,4 +164,3 @@ def test_compiled_samplers_match_eager():
     eager = vmap(sample_all)(keys, q, eps, noise_tm1)
     compiled = funrl.jit(vmap(sample_all))(keys, q, eps, noise_tm1)
     assert_match(compiled, eager, exact=False)  # compiled vs eager: reassociation; sampled actions exact
-

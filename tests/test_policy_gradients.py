@@ -249,4 +249,3 @@ def test_compiled_losses_match_eager():
     eager = fn(*args)
     compiled = funrl.jit(fn)(*args)
     assert_match(compiled, eager, exact=False)  # compiled vs eager: reassociation
-

@@ -215,7 +215,6 @@ def test_vmap_reset_and_step_equal_single_envs(env):
         assert_match(env.step(step_keys[i], s_i, actions[i]), tree.index(out, i))
 
 
-
 def test_vmap_step_mixes_episode_boundaries():
     env = TwoStep()
     n = 4

@@ -103,7 +103,6 @@ def test_masks_vmap_over_seeds_bit_for_bit():
             assert_match(tree.index(masks, i), pruning.magnitude_masks(tree.index(params, i), 0.6, scope=scope))
 
 
-
 @pytest.mark.parametrize("make", [
     lambda: optim.adamw(0.05, weight_decay=0.1),
     lambda: optim.sgd(0.05, momentum=0.9),

@@ -185,7 +185,6 @@ def test_compiled_equals_eager():
     assert_match(got[4], want[4], exact=False)
 
 
-
 # --------------------------------------------------------------------- statistics
 def _chi2_critical(df, z=3.29):
     """Wilson–Hilferty upper quantile of chi-square (z=3.29: p ≈ 0.9995)."""

@@ -161,7 +161,6 @@ def test_compiled_runner_matches_eager():
     assert_match(s_c.params, s_e.params, exact=False)
 
 
-
 # ---------------------------------------------------------------- errors
 def test_bad_inputs(cartpole):
     env, params = cartpole

@@ -185,7 +185,6 @@ def test_compiled_equals_eager():
     assert_match(compiled, eager)  # data movement and integer draws: bit for bit even compiled
 
 
-
 def test_bad_inputs():
     with pytest.raises(ValueError, match="capacity"):
         replay.init(_item(), 0)

@@ -238,7 +238,6 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(pendulum):
     assert_match(train(keys[1]), (s_i, m_i))  # same key, same path: bit for bit
 
 
-
 def test_runner_eager_equals_vmap_train(pendulum):
     env, params = pendulum
     keys = jr.split(jr.key(3), 2)

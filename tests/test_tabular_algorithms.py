@@ -196,7 +196,6 @@ def test_compiled_runner_matches_eager(frozen_lake):
     assert_match(s_c.q, s_e.q, exact=False)
 
 
-
 # ---------------------------------------------------------------- errors
 def test_bad_inputs(frozen_lake):
     env, params = frozen_lake

@@ -321,7 +321,6 @@ def test_compiled_step_equals_eager():
             out_c = compiled(keys, states_c, actions)
             out_e = eager(keys, states_e, actions)
             assert_match(out_c, out_e)  # table look-ups and integer draws: bit for bit even compiled
-
             states_c, states_e = out_c[1], out_e[1]
 
 

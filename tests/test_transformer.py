@@ -398,7 +398,6 @@ def test_encoder_decoder_cache_vmap_and_masking():
         assert_match(m32.apply(tree.index(ps, s), src, tgt), out[s], exact=False)  # vmap vs loop: reassociation
 
 
-
 # ----------------------------------------------------------------------------- bad input
 def test_bad_input_names_the_argument():
     model = _model()

@@ -266,7 +266,6 @@ def test_transformed_losses_vmap_equals_loop():
             assert_match(fn(*(x[i] for x in args)), batched[i], exact=False)
 
 
-
 # ----------------------------------------------------------------------------- bad input
 def test_bad_inputs_name_the_argument():
     with pytest.raises(TypeError, match="x: expected a floating-point tensor"):

@@ -267,7 +267,6 @@ def test_split_and_join_under_vmap():
     assert_match(out, stacked)
 
 
-
 def test_split_join_errors_name_the_argument():
     p = _params()
     with pytest.raises(ValueError, match=r"predicate: .* no entry for head\.lora"):

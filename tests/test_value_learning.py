@@ -316,7 +316,6 @@ def test_compiled_equals_eager():
     assert_match(funrl.jit(group(rest), backend="aot_eager")(b), group(rest)(b), exact=False)
 
 
-
 TARGET_ARGS = {  # which arguments feed only the target
     "td_learning": (3,), "sarsa": (4,), "expected_sarsa": (4, 5), "q_learning": (4,), "double_q_learning": (4, 5),
     "persistent_q_learning": (4,), "qv_learning": (4,), "qv_max": (3,), "td_lambda": (3,), "sarsa_lambda": (4,),

@@ -344,7 +344,6 @@ def test_composed_wrappers_compiled_equal_eager():
             ks = jr.split(jr.fold_in(jr.key(1), t), n)
             oc, oe = compiled(ks, sc, _actions(t, n)), eager(ks, se, _actions(t, n))
             assert_match(oc, oe, exact=False)  # compiled vs eager: reassociation
-
             sc, se = oc[1], oe[1]
 
 
