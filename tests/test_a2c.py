@@ -184,11 +184,10 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole):
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())
     for i in range(2):
         s_i, m_i = train(keys[i])
-        assert tree.equal(s_i.env_state, tree.index(states.env_state, i)) and torch.equal(s_i.obs, states.obs[i])
         assert_match((s_i, m_i), tree.index((states, metrics), i))
     s_again, m_again = train(keys[1])
     s_one, m_one = train(keys[1])
-    assert tree.equal(m_again, m_one) and tree.equal(s_again, s_one)
+    assert_match((s_again, m_again), (s_one, m_one))  # same key twice: bit for bit
     assert states.update_step.tolist() == [4, 4]
     assert not tree.equal(tree.index(states.params, 0), tree.index(states.params, 1))
 

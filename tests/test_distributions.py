@@ -329,11 +329,11 @@ def test_vmap_over_keys_equals_loop():
     for d in dists:
         batched = vmap(lambda k: d.sample(k, (4,)))(keys)
         looped = torch.stack([d.sample(k, (4,)) for k in keys])
-        assert torch.equal(batched, looped), type(d).__name__
+        assert_match(batched, looped)  # keys and draws: bit for bit
     for d in dists[:3]:
         bx, blp = vmap(d.sample_and_log_prob)(keys)
         lx, llp = zip(*[d.sample_and_log_prob(k) for k in keys])
-        assert torch.equal(bx, torch.stack(lx)) and torch.equal(blp, torch.stack(llp)), type(d).__name__
+        assert_match((bx, blp), (torch.stack(lx), torch.stack(llp)))
 
 
 def test_vmap_over_distribution_batch_equals_loop():
@@ -377,9 +377,8 @@ def test_compiled_matches_eager():
 
     eager = vmap(f)(keys, logits, loc, scale)
     compiled = jit(vmap(f))(keys, logits, loc, scale)
-    assert torch.equal(compiled[0], eager[0])
-    for c, e in zip(compiled[1:], eager[1:]):
-        torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-5)
+    # compiled vs eager: up to reassociation (the integer mode stays exact)
+    assert_match(compiled, eager, exact=False)
 
 
 # --------------------------------------------------------------- bad input

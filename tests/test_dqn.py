@@ -229,10 +229,8 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole):
     for i in range(2):
         s_i, m_i = train(keys[i])
         assert_match((s_i, m_i), tree.index((states, metrics), i))
-        for name in ("episode_return", "episode_length", "episodes", "epsilon"):
-            assert torch.equal(m_i[name], metrics[name][i])
     s_again, m_again = train(keys[1])
-    assert tree.equal((s_again, m_again), (s_i, m_i))  # same key, same path: bit for bit
+    assert_match((s_again, m_again), (s_i, m_i))  # same key, same path: bit for bit
     # counters: num_envs transitions per rollout step
     assert states.global_step.tolist() == [48, 48] and states.buffer.size.tolist() == [32, 32]
     assert not tree.equal(tree.index(states.params, 0), tree.index(states.params, 1))
@@ -272,9 +270,10 @@ def test_compiled_runner_matches_eager():
     compiled = common.Runner(dqn.make_algorithm, config, env, params, compile=True)
     s_e, m_e = eager.run(eager.init(keys))
     s_c, m_c = compiled.run(compiled.init(keys))
-    assert tree.allclose(m_c, m_e, rtol=1e-5, atol=1e-6)
-    assert tree.allclose(s_c.learner.params, s_e.learner.params, rtol=1e-5, atol=1e-6)
-    assert tree.equal(s_c.buffer.data["action"], s_e.buffer.data["action"])
+    # compiled vs eager: Inductor reorders sums, so floats agree up to reassociation; actions stay exact
+    assert_match(m_c, m_e, exact=False)
+    assert_match(s_c.learner.params, s_e.learner.params, exact=False)
+    assert_match(s_c.buffer.data["action"], s_e.buffer.data["action"])
 
 
 # ---------------------------------------------------------------- errors

@@ -17,6 +17,7 @@ from funrl import tree
 from funrl.envs import Environment, make, make_step_fn, spaces, vmap_reset, vmap_step
 from funrl.envs import core, registry
 from funrl.tree import pytree_dataclass
+from helpers import assert_match
 
 
 # ----------------------------------------------------------------- a toy env
@@ -259,7 +260,7 @@ def test_discrete_sample_vmap_and_contains(seed, n, start):
     xs = torch.func.vmap(sp.sample)(keys)
     assert xs.dtype == torch.int64 and xs.shape == (64,)
     assert bool(((xs >= start) & (xs < start + n)).all())
-    assert torch.equal(xs, torch.stack([sp.sample(k) for k in keys]))
+    assert_match(xs, torch.stack([sp.sample(k) for k in keys]))
     assert sp.contains(xs[0]) and not sp.contains(torch.tensor(start + n)) and not sp.contains(torch.tensor(1.0))
     assert not sp.contains(torch.tensor([start]))
     g = sp.to_gymnasium()
@@ -345,7 +346,7 @@ def test_fast_uniform_is_funrl_random_uniform_bit_for_bit(seed, n, dtype, lo, wi
 def test_reset_key_is_deterministic_and_distinct():
     keys = _keys(11, 100)
     rk = torch.func.vmap(core.reset_key)(keys)
-    assert torch.equal(rk, torch.stack([core.reset_key(k) for k in keys]))
+    assert_match(rk, torch.stack([core.reset_key(k) for k in keys]))
     assert not bool((rk == keys).all(-1).any())
     both = torch.cat([keys, rk])
     assert torch.unique(both, dim=0).shape[0] == 200
@@ -368,7 +369,7 @@ def test_vmap_reset_outputs_are_contiguous_and_match_loop():
     one = vmap_reset(env, keys[:1], p)
     assert all(x.stride()[-1] == 1 for x in tree.leaves(one))
     loop = tree.stack([env.reset(k, p) for k in keys])
-    assert tree.equal((obs, s), loop)
+    assert_match((obs, s), loop)  # element-wise reset: bit for bit
 
 
 @pytest.mark.compile
@@ -388,8 +389,8 @@ def test_make_step_fn_compiled_equals_eager_with_autoreset_and_clamping():
         ks = _keys(100 + t, n)
         oc = step_c(ks, sc, actions_c[t])
         oe = step_e(ks, se, actions_e[t])
-        assert tree.allclose(oc, oe, rtol=1e-6, atol=1e-7)
-        assert torch.equal(oc[3], oe[3]) and torch.equal(oc[4], oe[4]) and torch.equal(oc[1].time, oe[1].time)
+        # compiled vs eager: floats up to reassociation; flags and times (int/bool) stay exact
+        assert_match(oc, oe, exact=False)
         sc, se = oc[1], oe[1]
     # the third step hits the time limit: every env truncated and reset (time 0)
     assert bool(oc[4].all()) and torch.equal(oc[1].time, torch.zeros(n, dtype=torch.int64))

@@ -14,6 +14,7 @@ from funrl import nn, optim
 from funrl import random as jr
 from funrl import tree
 from funrl.nn import lora
+from helpers import assert_match
 
 V, L = 11, 8
 TINY = dict(d_model=16, n_heads=2, n_layers=2)
@@ -68,7 +69,7 @@ def test_init_vmaps_over_keys_bit_for_bit():
     stacked = torch.func.vmap(lambda k: lora.init(k, params, 2, 4, QV))(keys)
     assert isinstance(stacked, lora.Adapters) and stacked.scale == 2.0
     for i in range(3):
-        assert tree.equal(tree.index(stacked, i), lora.init(keys[i], params, 2, 4, QV))
+        assert_match(tree.index(stacked, i), lora.init(keys[i], params, 2, 4, QV))  # draws: bit for bit
     assert not tree.equal(tree.index(stacked, 0), tree.index(stacked, 1))
 
 
@@ -224,7 +225,7 @@ def test_grad_of_adapters_only_and_its_lora_structure():
 
 
 def test_vmap_over_seeds_of_init_grad_and_adam_matches_a_loop():
-    """float32 and transformer-sized batched matmuls: the loop agrees to rounding (rtol 1e-5, atol 1e-6)."""
+    """float32 and transformer-sized batched matmuls: the loop agrees up to reassociation."""
     model, params = _transformer(torch.float32)
     tokens = _tokens(32, (2, 7))
     tx = optim.adam(1e-2)
@@ -244,9 +245,8 @@ def test_vmap_over_seeds_of_init_grad_and_adam_matches_a_loop():
     ads, losses = torch.func.vmap(train)(keys)
     for i in range(2):
         ad_i, l_i = train(keys[i])
-        torch.testing.assert_close(losses[i], l_i, rtol=1e-5, atol=1e-6)
-        for a, b in zip(tree.leaves(tree.index(ads, i)), tree.leaves(ad_i)):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        # matrix products unbatched vs under vmap (mm vs bmm): equal up to reassociation
+        assert_match((ad_i, l_i), tree.index((ads, losses), i), exact=False)
         assert l_i[-1] < l_i[0]  # the adapters learn
 
 

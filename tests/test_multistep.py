@@ -17,6 +17,7 @@ from torch.func import grad, vmap
 
 import funrl
 from funrl.losses import multistep as ms
+from helpers import assert_match
 
 F64 = torch.float64
 
@@ -380,7 +381,7 @@ def test_vmap_equals_python_loop_and_keeps_dtype(name):
     batched = vmap(fn)(*args)
     looped = [fn(*(x[i] for x in args)) for i in range(5)]
     looped = type(batched)(*map(torch.stack, zip(*looped))) if isinstance(batched, tuple) else torch.stack(looped)
-    torch.testing.assert_close(batched, looped, rtol=1e-12, atol=1e-12)
+    assert_match(batched, looped)  # element-wise recursions over time: bit for bit
     for out in batched if isinstance(batched, tuple) else (batched,):
         assert out.dtype == F64 and out.shape == (5, 9)
     # float32 in, float32 out
@@ -494,7 +495,7 @@ def test_compiled_equals_eager():
     start = time.perf_counter()
     compiled = funrl.jit(group(INDUCTOR_GROUP))(b, x128)
     print(f"inductor compile + first call (incl. T=128 GAE and lambda-returns): {time.perf_counter() - start:.1f} s")
-    torch.testing.assert_close(compiled, group(INDUCTOR_GROUP)(b, x128))
+    assert_match(compiled, group(INDUCTOR_GROUP)(b, x128), exact=False)  # compiled vs eager: reassociation
     x = x128
     torch.testing.assert_close(
         compiled["gae128"][0], t64(np_gae(x["r"][0].numpy(), x["d"][0].numpy(), 0.95, x["values"][0].numpy()))
@@ -504,7 +505,7 @@ def test_compiled_equals_eager():
     def run_rest(b):
         return {name: vmap(CASES[name][1])(*CASES[name][0](b)) for name in rest}
 
-    torch.testing.assert_close(funrl.jit(run_rest, backend="aot_eager")(b), run_rest(b))
+    assert_match(funrl.jit(run_rest, backend="aot_eager")(b), run_rest(b), exact=False)
 
 
 # ----------------------------------------------------------------------------- bad input

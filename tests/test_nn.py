@@ -228,8 +228,10 @@ def test_vmap_apply_and_grad_equal_loop_bit_for_bit_with_small_heads(sizes):
     grads = torch.func.vmap(torch.func.grad(loss))(params, x)
     for i in range(3):
         p_i = tree.index(params, i)
-        assert torch.equal(model.apply(p_i, x[i]), out[i])
-        assert tree.equal(torch.func.grad(loss)(p_i, x[i]), tree.index(grads, i))
+        # exact although these are matrix products: small heads (<= nn._SMALL_OUT outputs) use a
+        # multiply-sum that rounds the same unbatched and under vmap -- the property under test
+        assert_match(model.apply(p_i, x[i]), out[i])
+        assert_match(torch.func.grad(loss)(p_i, x[i]), tree.index(grads, i))
 
 
 @pytest.mark.parametrize("size", [5, (3, 4)])
@@ -334,13 +336,14 @@ def test_vmap_init_and_apply_equal_loop():
     stacked = vmap(model.init)(keys)
     assert stacked["linear_0"]["weight"].shape == (S, 8, 3)
     for i in range(S):
-        assert tree.equal(tree.index(stacked, i), model.init(keys[i]))
+        assert_match(tree.index(stacked, i), model.init(keys[i]))  # draws: bit for bit
     # batched leaves are real per-seed tensors, not stride-0 broadcasts
     assert stacked["linear_0"]["bias"].stride()[0] != 0
     xs = jr.normal(jr.key(10), (S, 5, 3))
     ys = vmap(model.apply)(stacked, xs)
     for i in range(S):
-        torch.testing.assert_close(ys[i], model.apply(tree.index(stacked, i), xs[i]), rtol=1e-6, atol=1e-6)
+        # matrix products unbatched vs under vmap: equal up to reassociation
+        assert_match(model.apply(tree.index(stacked, i), xs[i]), ys[i], exact=False)
 
 
 def test_module_input_errors():
@@ -401,7 +404,7 @@ def test_from_module_apply_vmap_and_grad(make, shape):
     xs = jr.normal(jr.key(2), (S, *shape))
     ys = vmap(apply)(stacked, xs)
     for i in range(S):
-        torch.testing.assert_close(ys[i], modules[i](xs[i]), rtol=1e-5, atol=1e-6)
+        assert_match(modules[i](xs[i]).detach(), ys[i], exact=False)  # vmap vs one module: reassociation
 
     # grad through apply equals autograd on the module
     g = grad(lambda p: (apply(p, x) ** 2).sum())(params0)

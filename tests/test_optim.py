@@ -14,6 +14,7 @@ import funrl
 from funrl import nn, optim
 from funrl import random as jr
 from funrl import tree
+from helpers import assert_match
 
 
 # ----------------------------------------------------------------------------- torch.optim equivalence
@@ -371,9 +372,9 @@ def test_schedules_tensor_vmap_and_dtype():
     ):
         batched = vmap(sched)(counts)
         loop = torch.stack([sched(c) for c in counts])
-        assert torch.equal(batched, loop)
+        assert_match(batched, loop)  # element-wise: bit for bit
         assert batched.dtype == torch.float32
-        assert torch.equal(sched(counts), loop)  # element-wise on a tensor of counts too
+        assert_match(sched(counts), loop)  # element-wise on a tensor of counts too
         assert sched(int(counts[3])).item() == loop[3].item()
 
 
@@ -450,7 +451,7 @@ def test_inject_hyperparams_vmap_per_seed_learning_rate():
             p = optim.apply_updates(p, u)
             u2, ss = plain.update(grad(loss)(ps), ss, ps)
             ps = optim.apply_updates(ps, u2)
-        assert tree.allclose(tree.index(params, i), p, rtol=1e-6, atol=1e-7)
+        assert_match(p, tree.index(params, i), exact=False)  # mlp gradients unbatched vs vmap: reassociation
         # float32 hyper-parameters vs Python floats differ only by rounding
         assert tree.allclose(p, ps, rtol=1e-5, atol=1e-6)
 
@@ -477,7 +478,7 @@ def test_vmap_update_equals_loop(name):
     state = vmap(tx.init)(params)
     states = [tx.init(tree.index(params, i)) for i in range(S)]
     for i in range(S):
-        assert tree.equal(tree.index(state, i), states[i])
+        assert_match(tree.index(state, i), states[i])
     loop_params = [tree.index(params, i) for i in range(S)]
     for t in range(3):
         g = {"w": jr.normal(jr.key(10 + t), (S, 4, 2)), "b": jr.normal(jr.key(20 + t), (S, 2))}
@@ -486,11 +487,10 @@ def test_vmap_update_equals_loop(name):
         for i in range(S):
             ui, states[i] = tx.update(tree.index(g, i), states[i], loop_params[i])
             loop_params[i] = optim.apply_updates(loop_params[i], ui)
+    # the updates are element-wise (bit for bit) except clip_by_global_norm's norm, a reduction
+    exact = name != "clip_adam"
     for i in range(S):
-        assert tree.allclose(tree.index(params, i), loop_params[i], rtol=1e-6, atol=1e-7)
-        assert tree.allclose(
-            tree.map(lambda x: x.double(), tree.index(state, i)), tree.map(lambda x: x.double(), states[i]), rtol=1e-6, atol=1e-7
-        )
+        assert_match(tree.index((params, state), i), (loop_params[i], states[i]), exact=exact)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
@@ -537,9 +537,8 @@ def test_compiled_vmapped_training_step_equals_eager():
     for _ in range(3):
         pe, te, se = eager(pe, te, se, x, y)
         pc, tc, sc = compiled(pc, tc, sc, x, y)
-    assert tree.allclose(pe, pc, rtol=1e-5, atol=1e-6)
-    assert tree.allclose(te, tc, rtol=1e-5, atol=1e-6)
-    assert torch.equal(se.count, sc.count) and se.count.tolist() == [3, 3, 3]
+    assert_match((pc, tc, sc), (pe, te, se), exact=False)  # compiled vs eager: reassociation; counts exact
+    assert se.count.tolist() == [3, 3, 3]
     assert not tree.allclose(tree.index(pe, 0), tree.index(pe, 2))  # the learning rates really differ
 
 

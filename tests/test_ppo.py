@@ -11,6 +11,7 @@ from funrl import tree
 from funrl.algorithms import ppo
 from funrl.algorithms.common import Runner
 from funrl.envs.probes import CoinFlipBandit
+from helpers import assert_match
 
 
 # ------------------------------------------------------------------ probes (funrl.envs.probes)
@@ -66,11 +67,11 @@ def test_vmap_over_seeds_equals_each_seed_alone_bit_for_bit():
     states, metrics = torch.func.vmap(train)(keys)
     for i in range(2):
         s_i, m_i = train(keys[i])
-        assert tree.equal(tree.index(states, i), s_i)
-        assert tree.equal(tree.index(metrics, i), m_i)
+        assert_match(s_i, tree.index(states, i))
+        assert_match(m_i, tree.index(metrics, i))
     # determinism: same key, same run
     again, m_again = train(keys[0])
-    assert tree.equal(again, tree.index(states, 0)) and tree.equal(m_again, tree.index(metrics, 0))
+    assert_match((again, m_again), tree.index((states, metrics), 0))
 
 
 TINY = ppo.Config(total_timesteps=192, num_envs=2, num_steps=16, num_minibatches=2, update_epochs=2, hidden_sizes=(8, 8))
@@ -82,8 +83,9 @@ def test_runner_eager_equals_vmapped_train():
     states, metrics = torch.func.vmap(ppo.make_train(TINY, env, params))(keys)
     runner = Runner(ppo.make_algorithm, TINY, env, params, compile=False)
     r_states, r_metrics = runner.run(runner.init(keys))
-    # same ops, but vmapping whole train vs each piece can pick different small-matmul kernels
-    # for these tiny 8-unit layers, so compare to float tolerance (default sizes are bit-exact above)
+    # KNOWN GAP (issue 14): the contract says the eager Runner equals vmap(train) bit for bit, but for
+    # PPO the parameters (and v_loss) differ by ulps from the first update on, at every network size
+    # tried -- reported; compared to float tolerance until fixed, then: assert_match (exact)
     assert tree.allclose(r_states.params, states.params, rtol=1e-5, atol=1e-6)
     # the runner stacks metrics [updates, seeds]; vmap(train) gives [seeds, updates]
     assert tree.allclose(tree.map(lambda x: x.T, r_metrics), metrics, rtol=1e-4, atol=1e-5)
@@ -98,7 +100,7 @@ def test_hyperparameter_sweep_in_one_vmapped_call():
     states, _ = torch.func.vmap(train)(keys, {"learning_rate": lrs, "ent_coef": ents})
     for i in range(2):
         s_i, _ = train(keys[i], {"learning_rate": float(lrs[i]), "ent_coef": float(ents[i])})
-        assert tree.allclose(tree.index(states.params, i), s_i.params, rtol=1e-4, atol=1e-5)
+        assert_match(s_i.params, tree.index(states.params, i))  # a whole run: bit for bit
     # the two settings really differ
     assert not tree.allclose(tree.index(states.params, 0), tree.index(states.params, 1))
 
@@ -152,7 +154,7 @@ def test_compiled_runner_matches_eager_and_learns_cartpole():
     slow = Runner(ppo.make_algorithm, cfg, env, params, compile=False)
     f_state, f_metrics = fast.run(fast.init(keys), num_updates=3)
     s_state, s_metrics = slow.run(slow.init(keys), num_updates=3)
-    assert tree.allclose(f_state.params, s_state.params, rtol=1e-4, atol=1e-5)
+    assert_match(f_state.params, s_state.params, exact=False)  # compiled vs eager: reassociation
     f_state, f_metrics = fast.run(f_state, start_update=3)
     # random CartPole play lasts ~22 steps; PPO after 16k steps per seed is well above it
     late = f_metrics["episode_return"][-5:].mean()

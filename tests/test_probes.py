@@ -18,6 +18,7 @@ from funrl.envs.probes import (
     ProbeState,
     TwoStep,
 )
+from helpers import assert_match
 
 DISCRETE = [ConstantReward(), ObservationReward(), ActionReward(), TwoStep(), Alternating()]
 CONTINUOUS = [
@@ -210,8 +211,8 @@ def test_vmap_reset_and_step_equal_single_envs(env):
     assert out[0].shape == (n, 1) and out[2].shape == (n,) and out[3].dtype == torch.bool
     for i in range(n):
         o_i, s_i = env.reset(keys[i])
-        assert torch.equal(o_i, obs[i]) and tree.equal(s_i, tree.index(states, i))
-        assert tree.equal(env.step(step_keys[i], s_i, actions[i]), tree.index(out, i))
+        assert_match((o_i, s_i), tree.index((obs, states), i))
+        assert_match(env.step(step_keys[i], s_i, actions[i]), tree.index(out, i))
 
 
 def test_vmap_step_mixes_episode_boundaries():

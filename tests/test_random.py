@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 import funrl
 from funrl import random as fr
+from funrl import tree
+from helpers import assert_match
 
 # vmap-vs-loop and compiled-vs-eager identities: .ci/run runs them under ATEN_CPU_CAPABILITY=default too
 pytestmark = pytest.mark.exactness
@@ -140,9 +142,7 @@ def test_vmap_equals_loop_bit_for_bit():
     keys = fr.split(fr.key(123), 6)
     batched = torch.func.vmap(_all_samplers)(keys)
     for i in range(keys.shape[0]):
-        single = _all_samplers(keys[i])
-        for b, s in zip(batched, single):
-            assert torch.equal(b[i], s)
+        assert_match(tree.index(batched, i), _all_samplers(keys[i]))
 
 
 def test_vmap_over_key_and_traced_fold_in_data():
@@ -150,7 +150,7 @@ def test_vmap_over_key_and_traced_fold_in_data():
     steps = torch.arange(4)
     out = torch.func.vmap(fr.fold_in)(keys, steps)
     for i in range(4):
-        assert torch.equal(out[i], fr.fold_in(keys[i], i))
+        assert_match(out[i], fr.fold_in(keys[i], i))
 
 
 def test_vmap_with_batched_sampler_parameters():
@@ -158,7 +158,7 @@ def test_vmap_with_batched_sampler_parameters():
     maxvals = torch.tensor([2, 5, 1000])
     out = torch.func.vmap(lambda k, m: fr.randint(k, (50,), 0, m))(keys, maxvals)
     for i in range(3):
-        assert torch.equal(out[i], fr.randint(keys[i], (50,), 0, maxvals[i]))
+        assert_match(out[i], fr.randint(keys[i], (50,), 0, maxvals[i]))
         assert int(out[i].max()) < int(maxvals[i])
 
 
@@ -179,10 +179,10 @@ def test_compiled_equals_eager():
     compiled = funrl.jit(torch.func.vmap(f))
     got = compiled(keys)
     want = torch.func.vmap(f)(keys)
-    for g, w in zip(got[:4], want[:4]):
-        assert torch.equal(g, w)  # integer-derived: bit for bit
-    assert torch.allclose(got[4], want[4], atol=1e-6, rtol=0)  # transcendental transform
-    assert torch.equal(got[5], want[5])
+    # integer-derived draws stay bit for bit even compiled; the normal's transcendental transform
+    # (log, erfinv) is compiled vs eager arithmetic: equal up to reassociation
+    assert_match(got[:4] + got[5:], want[:4] + want[5:])
+    assert_match(got[4], want[4], exact=False)
 
 
 # --------------------------------------------------------------------- statistics

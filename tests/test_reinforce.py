@@ -113,11 +113,10 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole, baseline):
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())
     for i in range(2):
         s_i, m_i = train(keys[i])
-        assert tree.equal(s_i.env_state, tree.index(states.env_state, i)) and torch.equal(s_i.obs, states.obs[i])
         assert_match((s_i, m_i), tree.index((states, metrics), i))
     s_again, m_again = train(keys[1])
     s_one, m_one = train(keys[1])
-    assert tree.equal(m_again, m_one) and tree.equal(s_again, s_one)
+    assert_match((s_again, m_again), (s_one, m_one))  # same key twice: bit for bit
     assert states.update_step.tolist() == [3, 3]
     assert float(metrics["episodes"].sum()) > 0  # the identity covered episode ends
     assert not tree.equal(tree.index(states.params, 0), tree.index(states.params, 1))
@@ -157,8 +156,9 @@ def test_compiled_runner_matches_eager():
     compiled = common.Runner(reinforce.make_algorithm, config, env, params, compile=True)
     s_e, m_e = eager.run(eager.init(keys))
     s_c, m_c = compiled.run(compiled.init(keys))
-    assert tree.allclose(m_c, m_e, rtol=1e-5, atol=1e-6)
-    assert tree.allclose(s_c.params, s_e.params, rtol=1e-5, atol=1e-6)
+    # compiled vs eager: Inductor reorders sums, so floats agree up to reassociation
+    assert_match(m_c, m_e, exact=False)
+    assert_match(s_c.params, s_e.params, exact=False)
 
 
 # ---------------------------------------------------------------- errors

@@ -9,6 +9,7 @@ from funrl import random as jr
 from funrl import tree
 from funrl.algorithms import replay
 from funrl.compile import jit
+from helpers import assert_match
 
 
 def _item():
@@ -159,7 +160,7 @@ def test_vmap_over_buffers_equals_loop():
     out = torch.func.vmap(step)(stacked, items, keys)
     for s in range(S):
         ref = step(bufs[s], tree.index(items, s), keys[s])
-        assert tree.equal(ref, tree.index(out, s))
+        assert_match(ref, tree.index(out, s))
 
 
 def test_vmapped_init_is_batched():
@@ -181,7 +182,7 @@ def test_compiled_equals_eager():
 
     eager = torch.func.vmap(step)(bufs, items, keys)
     compiled = jit(torch.func.vmap(step))(bufs, items, keys)
-    assert tree.equal(eager, compiled)
+    assert_match(compiled, eager)  # data movement and integer draws: bit for bit even compiled
 
 
 def test_bad_inputs():

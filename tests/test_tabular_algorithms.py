@@ -8,6 +8,7 @@ from funrl import random as jr
 from funrl.algorithms import common, tabular
 from funrl.envs import make
 from funrl.envs.tabular import FiniteMDP, FrozenLake, random_mdp
+from helpers import assert_match
 
 
 def _config(**kw):
@@ -147,10 +148,9 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(frozen_lake, method)
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())
     for i in range(2):
         s_i, m_i = train(keys[i])
-        assert tree.equal(m_i, tree.index(metrics, i))
-        assert tree.equal(s_i, tree.index(states, i))
+        assert_match((s_i, m_i), tree.index((states, metrics), i))
     s_again, m_again = train(keys[1])
-    assert tree.equal(m_again, tree.index(metrics, 1)) and tree.equal(s_again, tree.index(states, 1))
+    assert_match((s_again, m_again), tree.index((states, metrics), 1))
     assert states.q.shape == (2, 16, 4) and states.global_step.tolist() == [96, 96]
     assert not torch.equal(states.q[0], states.q[1])
 
@@ -164,8 +164,8 @@ def test_runner_eager_equals_vmap_train(frozen_lake):
     seen = []
     r_state, r_metrics = runner.run(runner.init(keys), callback=lambda s, info: seen.append(info.env_steps), chunk_size=2)
     assert seen == [128, 256]  # 4 updates of 4 steps x 8 envs x 2 seeds, reported every 2 updates
-    assert tree.equal(tree.map(lambda x: x.T, r_metrics), metrics)
-    assert tree.equal(r_state, states)
+    assert_match(tree.map(lambda x: x.T, r_metrics), metrics)
+    assert_match(r_state, states)
 
 
 def test_hyperparameter_batching_equals_separate_runs(frozen_lake):
@@ -177,7 +177,7 @@ def test_hyperparameter_batching_equals_separate_runs(frozen_lake):
     for i in range(2):
         changes = {k: float(v[i]) for k, v in hp.items()}
         _, m_i = tabular.make_train(tabular.Config(**{**config.__dict__, **changes}), env, params)(keys[i])
-        assert tree.equal(m_i, tree.index(metrics, i))
+        assert_match(m_i, tree.index(metrics, i))
     assert not torch.equal(metrics["epsilon"][0], metrics["epsilon"][1])
 
 
@@ -190,9 +190,10 @@ def test_compiled_runner_matches_eager(frozen_lake):
     compiled = common.Runner(tabular.make_algorithm, config, env, params, compile=True)
     s_e, m_e = eager.run(eager.init(keys))
     s_c, m_c = compiled.run(compiled.init(keys))
-    assert tree.equal(s_c.obs, s_e.obs) and tree.equal(s_c.action, s_e.action)
-    assert tree.allclose(m_c, m_e, rtol=1e-5, atol=1e-6)
-    assert torch.allclose(s_c.q, s_e.q, rtol=1e-5, atol=1e-6)
+    assert_match((s_c.obs, s_c.action), (s_e.obs, s_e.action))  # integer states and actions: exact
+    # compiled vs eager: Inductor may reorder the float arithmetic, so up to reassociation
+    assert_match(m_c, m_e, exact=False)
+    assert_match(s_c.q, s_e.q, exact=False)
 
 
 # ---------------------------------------------------------------- errors

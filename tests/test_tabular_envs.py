@@ -14,6 +14,7 @@ from funrl import random as jr
 from funrl import tree
 from funrl.envs import make, vmap_reset, vmap_step
 from funrl.envs.tabular import CliffWalking, FiniteMDP, FrozenLake, MDPState, Taxi, random_mdp
+from helpers import assert_match
 
 LEFT, DOWN, RIGHT, UP = 0, 1, 2, 3  # FrozenLake
 C_UP, C_RIGHT, C_DOWN, C_LEFT = 0, 1, 2, 3  # CliffWalking
@@ -285,9 +286,9 @@ def test_vmap_equals_loop(taxi):
     out = vmap_step(taxi, step_keys, states, actions, params)
     for i in range(n):
         o_i, st_i = taxi.reset(keys[i], params)
-        assert torch.equal(o_i, obs[i])
+        assert_match(o_i, obs[i])
         single = taxi.step(step_keys[i], st_i, actions[i], params)
-        assert tree.equal(single, tree.index(out, i))
+        assert_match(single, tree.index(out, i))
 
 
 def test_batched_params_step_different_mdps():
@@ -299,8 +300,8 @@ def test_batched_params_step_different_mdps():
     out = vmap_step(mdps[0], keys, states, acts, params, batched_params=True)
     for i, m in enumerate(mdps):
         o, s = m.reset(keys[i], m.default_params(torch.float64))
-        assert torch.equal(o, obs[i])
-        assert tree.equal(m.step(keys[i], s, acts[i], m.default_params(torch.float64)), tree.index(out, i))
+        assert_match(o, obs[i])
+        assert_match(m.step(keys[i], s, acts[i], m.default_params(torch.float64)), tree.index(out, i))
 
 
 @pytest.mark.compile
@@ -319,7 +320,7 @@ def test_compiled_step_equals_eager():
             actions = jr.randint(jr.fold_in(jr.key(2), t), (n,), 0, 4)
             out_c = compiled(keys, states_c, actions)
             out_e = eager(keys, states_e, actions)
-            assert tree.equal(out_c, out_e)
+            assert_match(out_c, out_e)  # table look-ups and integer draws: bit for bit even compiled
             states_c, states_e = out_c[1], out_e[1]
 
 

@@ -15,6 +15,7 @@ from torch._dynamo.testing import CompileCounter
 from funrl import nn
 from funrl import random as jr
 from funrl import tree
+from helpers import assert_match
 
 V, L = 13, 12  # vocabulary, max_len: tiny so the whole file runs in seconds
 TINY = dict(d_model=16, n_heads=2, n_layers=2)
@@ -64,12 +65,12 @@ def test_init_is_a_function_of_the_key_and_vmaps_bit_for_bit():
     keys = jr.split(jr.key(3), 3)
     stacked = torch.func.vmap(model.init)(keys)
     for i in range(3):
-        assert tree.equal(tree.index(stacked, i), model.init(keys[i]))
+        assert_match(tree.index(stacked, i), model.init(keys[i]))  # draws: bit for bit
     assert not tree.equal(model.init(keys[0]), model.init(keys[1]))
 
 
 def test_vmap_over_seeds_matches_a_loop_to_float32_rounding():
-    """Batched matmuls round differently from unbatched ones on some CPUs: a tolerance, not equality."""
+    """Batched matmuls round differently from unbatched ones: equal up to reassociation, not bit for bit."""
     model = _model(torch.float32, positions="rotary")
     keys = jr.split(jr.key(4), 3)
     params = torch.func.vmap(model.init)(keys)
@@ -85,10 +86,8 @@ def test_vmap_over_seeds_matches_a_loop_to_float32_rounding():
     grads = torch.func.vmap(torch.func.grad(loss))(params, tokens, mask)
     for i in range(3):
         p_i = tree.index(params, i)
-        torch.testing.assert_close(out[i], model.apply(p_i, tokens[i], mask[i]), rtol=1e-5, atol=1e-6)
-        g_i = torch.func.grad(loss)(p_i, tokens[i], mask[i])
-        for a, b in zip(tree.leaves(tree.index(grads, i)), tree.leaves(g_i)):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert_match(model.apply(p_i, tokens[i], mask[i]), out[i], exact=False)
+        assert_match(torch.func.grad(loss)(p_i, tokens[i], mask[i]), tree.index(grads, i), exact=False)
 
 
 @pytest.mark.compile
@@ -99,7 +98,7 @@ def test_compiled_equals_eager():
     params = torch.func.vmap(model.init)(jr.split(jr.key(6), 2))
     tokens = _tokens(7, (2, 3, 6))
     f = torch.func.vmap(model.apply)
-    torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="aot_eager")(params, tokens), f(params, tokens), rtol=1e-5, atol=1e-6)
+    assert_match(torch.compile(f, fullgraph=True, backend="aot_eager")(params, tokens), f(params, tokens), exact=False)
     # one decoding step compiles once (the cache's length is a tensor, not a Python int) and matches eager
     p0 = tree.index(params, 0)
     step = torch.compile(model.decode, fullgraph=True, backend="aot_eager", dynamic=False)
@@ -107,7 +106,7 @@ def test_compiled_equals_eager():
     for t in range(4):
         a, c_comp = step(p0, tokens[0, :, t : t + 1], c_comp)
         b, c_eager = model.decode(p0, tokens[0, :, t : t + 1], c_eager)
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert_match((a, c_comp), (b, c_eager), exact=False)  # compiled vs eager: reassociation
     counter = CompileCounter()
     counted = torch.compile(model.decode, fullgraph=True, backend=counter, dynamic=False)
     cache = model.init_cache(p0, (3,))
@@ -396,7 +395,7 @@ def test_encoder_decoder_cache_vmap_and_masking():
     ps = torch.func.vmap(m32.init)(jr.split(jr.key(54), 2))
     out = torch.func.vmap(m32.apply, in_dims=(0, None, None))(ps, src, tgt)
     for s in range(2):
-        torch.testing.assert_close(out[s], m32.apply(tree.index(ps, s), src, tgt), rtol=1e-5, atol=1e-6)
+        assert_match(m32.apply(tree.index(ps, s), src, tgt), out[s], exact=False)  # vmap vs loop: reassociation
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -16,6 +16,7 @@ from torch.func import grad, vmap
 
 import funrl
 from funrl.losses import value_learning as vl
+from helpers import assert_match
 
 F64 = torch.float64
 SEEDS = st.integers(0, 2**31 - 1)
@@ -290,7 +291,9 @@ def test_vmap_equals_python_loop_and_keeps_dtype(name):
     args = make_args(_batch(0, 5, 7))
     batched = vmap(fn)(*args)
     looped = torch.stack([fn(*(x[i] for x in args)) for i in range(5)])
-    torch.testing.assert_close(batched, looped, rtol=1e-12, atol=1e-12)
+    # element-wise (indexing, max, recursions over time): bit for bit; the expectations over
+    # actions of expected SARSA and Retrace are reductions: equal up to reassociation
+    assert_match(batched, looped, exact=name not in ("expected_sarsa", "retrace"))
     assert batched.dtype == F64 and batched.shape == ((5,) if name in ONE_STEP else (5, 7))
     out32 = fn(*(x[0].float() if x.is_floating_point() else x[0] for x in args))
     assert out32.dtype == torch.float32
@@ -307,9 +310,10 @@ def test_compiled_equals_eager():
     def group(names):
         return lambda b: {name: vmap(CASES[name][1])(*CASES[name][0](b)) for name in names}
 
-    torch.testing.assert_close(funrl.jit(group(INDUCTOR_GROUP))(b), group(INDUCTOR_GROUP)(b))
+    # compiled vs eager: equal up to reassociation
+    assert_match(funrl.jit(group(INDUCTOR_GROUP))(b), group(INDUCTOR_GROUP)(b), exact=False)
     rest = [name for name in sorted(CASES) if name not in INDUCTOR_GROUP]
-    torch.testing.assert_close(funrl.jit(group(rest), backend="aot_eager")(b), group(rest)(b))
+    assert_match(funrl.jit(group(rest), backend="aot_eager")(b), group(rest)(b), exact=False)
 
 
 TARGET_ARGS = {  # which arguments feed only the target

@@ -13,6 +13,7 @@ from funrl import tree
 from funrl.envs import Environment, make, spaces, vmap_reset, vmap_step
 from funrl.envs import wrappers as W
 from funrl.envs.tabular import MDPState
+from helpers import assert_match
 
 
 # ------------------------------------------------------------------ a small Box env for the tests
@@ -313,7 +314,7 @@ def test_composed_wrappers_vmap_equals_loop():
     obs, states = vmap_reset(env, keys)
     singles = [env.reset(keys[i]) for i in range(n)]
     for i in range(n):
-        assert torch.equal(singles[i][0], obs[i])
+        assert_match(singles[i][0], obs[i])
     single_states = [s for _, s in singles]
     ended = 0
     for t in range(T):
@@ -324,7 +325,7 @@ def test_composed_wrappers_vmap_equals_loop():
         for i in range(n):
             o = env.step(ks[i], single_states[i], acts[i])
             single_states[i] = o[1]
-            assert tree.allclose(o, tree.index(out, i), rtol=1e-6, atol=1e-7)
+            assert_match(o, tree.index(out, i))  # element-wise dynamics and statistics: bit for bit
         ended += int(out[5]["returned_episode"].sum())
     assert ended > 0
     assert "x0" in out[5] and "final_obs" in out[5]
@@ -342,7 +343,7 @@ def test_composed_wrappers_compiled_equal_eager():
         with torch._dynamo.config.patch(error_on_recompile=t > 0):
             ks = jr.split(jr.fold_in(jr.key(1), t), n)
             oc, oe = compiled(ks, sc, _actions(t, n)), eager(ks, se, _actions(t, n))
-            assert tree.allclose(oc, oe, rtol=1e-5, atol=1e-6)
+            assert_match(oc, oe, exact=False)  # compiled vs eager: reassociation
             sc, se = oc[1], oe[1]
 
 
