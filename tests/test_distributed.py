@@ -200,7 +200,7 @@ def test_two_ranks_warm_start_equals_one_process_bit_for_bit(single, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert cli_main([*TRAIN, *warm, "--out", str(one)]) == 0
     _check(_torchrun(2, *TRAIN, *warm, "--out", str(two)))
-    _assert_same_run(one, two)
+    _assert_same_results(one, two)
     _, source = _final(single)
     _, tuned = _final(two)
     assert tree.equal(tuned["state"].params["critic"]["linear_0"], source["state"].params["critic"]["linear_0"])

@@ -94,15 +94,33 @@ def one_seed_lift(fn: Callable, in_dims: Any = 0) -> Callable:
 
     def run(*args):
         out = batched(*_add_seed_axis(args, in_dims))
-        return tree.map(lambda x: x.squeeze(0) if isinstance(x, torch.Tensor) else x, out)
+        # contiguous: under an outer vmap (``vmap(train)``) this lays every output out seed axis
+        # first, as the runner's lifts do, so that the next piece's reductions sum in the same order
+        return tree.map(lambda x: x.squeeze(0).contiguous() if isinstance(x, torch.Tensor) else x, out)
 
     run.__name__ = getattr(fn, "__name__", "piece")
     return run
 
 
+def _contiguous(tree_):
+    return tree.map(lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x, tree_)
+
+
 def vmap_lift(fn: Callable, in_dims: Any = 0) -> Callable:
-    """Run a per-seed piece over a leading seed axis with ``torch.func.vmap`` (eager)."""
-    return torch.func.vmap(fn, in_dims=in_dims)
+    """Run a per-seed piece over a leading seed axis with ``torch.func.vmap`` (eager).
+
+    Outputs are made contiguous, as :func:`one_seed_lift`'s are: a reduction's
+    summation order depends on the memory layout of its input, so the pieces
+    must hand each other tensors laid out the same way on every path (here:
+    seed axis first, contiguous) for the runner to equal ``vmap(train)``.
+    """
+    batched = torch.func.vmap(fn, in_dims=in_dims)
+
+    def run(*args):
+        return _contiguous(batched(*args))
+
+    run.__name__ = getattr(fn, "__name__", "piece")
+    return run
 
 
 def compiled_lift(fn: Callable, in_dims: Any = 0) -> Callable:
