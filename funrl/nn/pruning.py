@@ -17,13 +17,13 @@ magnitudes are pruned.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 import torch
 import torch.utils._pytree as _pytree
 
 from funrl import tree as _tree
+from funrl.nn.lora import _matcher as _path_matcher
 from funrl.optim import EmptyState, GradientTransformation
 
 __all__ = ["magnitude_masks", "apply_masks", "keep_masked", "sparsity"]
@@ -36,17 +36,8 @@ def _default_target(path: str, leaf: torch.Tensor) -> bool:
 
 
 def _matcher(targets) -> Callable[[str, torch.Tensor], bool]:
-    if targets is None:
-        return _default_target
-    if isinstance(targets, str):
-        try:
-            pattern = re.compile(targets)
-        except re.error as e:
-            raise ValueError(f"targets: expected a valid regular expression, got {targets!r} ({e})") from None
-        return lambda path, leaf: pattern.search(path) is not None
-    if callable(targets):
-        return lambda path, leaf: bool(targets(path, leaf))
-    raise TypeError(f"targets: expected None, a regex string or a callable (path, leaf) -> bool, got {type(targets).__name__}")
+    # None: every weight matrix; otherwise LoRA's rule (a regex over the "."-joined path, or a callable)
+    return _default_target if targets is None else _path_matcher(targets)
 
 
 def _path_name(kp) -> str:
