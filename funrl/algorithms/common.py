@@ -133,7 +133,7 @@ def compiled_lift(fn: Callable, in_dims: Any = 0) -> Callable:
     batched = torch.func.vmap(fn, in_dims=in_dims)
 
     def contiguous_outputs(*args):
-        return tree.map(lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x, batched(*args))
+        return _contiguous(batched(*args))
 
     contiguous_outputs.__name__ = getattr(fn, "__name__", "piece")
     return jit(contiguous_outputs)
