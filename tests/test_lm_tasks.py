@@ -200,6 +200,10 @@ def test_call_errors(task_of, name):
             task.prompts(key, bad)
         with pytest.raises(ValueError, match=r"^n:"):
             task.demonstrations(key, bad)
+    with pytest.raises(ValueError, match=r"^key:"):
+        task.prompts(fr.split(key, 2), 3)
+    with pytest.raises(TypeError, match=r"^key:"):
+        task.demonstrations(key.to(torch.int32), 3)
     p, pm, c, cm = task.demonstrations(key, 2)
     with pytest.raises(ValueError, match=r"^completion:"):
         task.reward(p[0], pm[0], c, cm[0])
@@ -339,6 +343,27 @@ def test_random_walks_demonstrations_valid(rw):
         assert walk[-1] == 0 or len(walk) == 10
         ended_at_goal += walk[-1] == 0
     assert 900 < ended_at_goal < 1000  # most walks reach the goal, not all
+
+
+def test_random_walks_demonstrations_pick_uniform_out_edges(rw):
+    """Each step follows a uniformly random out-edge: per node, edge counts within 5 sigma of uniform."""
+    adj = rw.info["adjacency"].tolist()
+    p, pm, c, cm = rw.demonstrations(fr.key(77), 4000)
+    counts = {}
+    for start, comp, m in zip(p[:, 0].tolist(), c.tolist(), cm.tolist()):
+        walk = [start] + [t for t, k in zip(comp, m) if k]
+        for u, v in zip(walk[:-1], walk[1:]):
+            counts.setdefault(u, {}).setdefault(v, 0)
+            counts[u][v] += 1
+    assert sorted(counts) == list(range(1, 21))
+    for u, row in counts.items():
+        out = [v for v in range(21) if adj[u][v]]
+        assert sorted(row) == out  # every out-edge is used, nothing else
+        total = sum(row.values())
+        q = 1 / len(out)
+        sigma = (total * q * (1 - q)) ** 0.5
+        for v in out:
+            assert abs(row[v] - total * q) <= 5 * sigma + 1e-9
 
 
 def test_random_walks_demonstration_optimality(rw):

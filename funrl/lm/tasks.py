@@ -125,7 +125,7 @@ def _check_shape(x, shape: tuple, name: str) -> None:
         )
 
 
-def _check_reward_args(task_name, P, L, prompt, prompt_mask, completion, completion_mask):
+def _check_reward_args(P, L, prompt, prompt_mask, completion, completion_mask):
     _check_shape(prompt, (P,), "prompt")
     _check_shape(prompt_mask, (P,), "prompt_mask")
     _check_shape(completion, (L,), "completion")
@@ -275,7 +275,7 @@ def random_walks(n_nodes: int = 21, p_edge: float = 0.1, max_length: int = 10, g
 
     def reward(prompt, prompt_mask, completion, completion_mask):
         """One example's optimality, float32 ``()`` in ``[0, 1]`` (see :func:`random_walks`)."""
-        _check_reward_args("random-walks", P, L, prompt, prompt_mask, completion, completion_mask)
+        _check_reward_args(P, L, prompt, prompt_mask, completion, completion_mask)
         dev = completion.device
         start = prompt[-1].to(torch.int64)
         start_ok = prompt_mask[-1].to(torch.bool) & (start >= 1) & (start < n)
@@ -343,7 +343,9 @@ def sort(k: int = 4) -> Task:
         return tokens, torch.ones_like(tokens, dtype=torch.bool)
 
     def demonstrations(key, n):
-        """``(key, n) -> (prompt, prompt_mask [n, k+1], completion, completion_mask [n, k+1])``: sorted digits then EOS."""
+        """``(key, n) -> (prompt, prompt_mask [n, k+1], completion, completion_mask [n, k+1])``.
+
+        The completions are the sorted digits then EOS (reward 1)."""
         prompt, prompt_mask = prompts(key, n)
         s = torch.sort(prompt[:, :k], dim=1).values
         completion = torch.cat([s, torch.full_like(s[:, :1], eos_id)], dim=1)
@@ -351,7 +353,7 @@ def sort(k: int = 4) -> Task:
 
     def reward(prompt, prompt_mask, completion, completion_mask):
         """One example's fraction of correctly sorted positions, float32 ``()`` in ``[0, 1]``."""
-        _check_reward_args("sort", P, L, prompt, prompt_mask, completion, completion_mask)
+        _check_reward_args(P, L, prompt, prompt_mask, completion, completion_mask)
         target = torch.sort(prompt[:k].to(torch.int64)).values
         real = _real(completion, completion_mask, eos_id)[:k]
         correct = (completion[:k].to(torch.int64) == target) & real
@@ -465,7 +467,7 @@ def add(max_operand: int = 99) -> Task:
 
     def reward(prompt, prompt_mask, completion, completion_mask):
         """One example's reward, float32 ``()`` in ``[0, 1]`` (see :func:`add`)."""
-        _check_reward_args("add", P, L, prompt, prompt_mask, completion, completion_mask)
+        _check_reward_args(P, L, prompt, prompt_mask, completion, completion_mask)
         s = _operands(prompt, prompt_mask)
         ds, us = _digits(s, DS)
         target, tmask = _compact(ds, us, pad_id, left=True)  # [DS], digits left-aligned
