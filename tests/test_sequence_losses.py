@@ -241,6 +241,8 @@ def test_token_clip_fraction():
     torch.testing.assert_close(S.token_clip_fraction(logp, old, adv, mask, 0.6, 0.2), t64(0.2))
     torch.testing.assert_close(S.token_clip_fraction(logp, old, adv, mask, 0.6, 0.6), t64(0.0))
     assert S.token_clip_fraction(logp, old, adv, torch.zeros_like(mask)).item() == 0.0
+    # A = 0: both terms are 0, the min does not strictly select the clipped one
+    assert S.token_clip_fraction(logp, old, torch.zeros_like(adv), mask).item() == 0.0
 
 
 def test_masked_aggregate_empty_sequences():
@@ -524,6 +526,11 @@ def test_vmap_over_minibatches_and_epsilons():
     assert_match(by_eps, torch.stack([S.token_clipped_surrogate_loss(logp, old, adv, mask, e, e) for e in (0.1, 0.2, 0.6)]),
                  exact=False)
     torch.testing.assert_close(by_eps[1], t64(SURROGATE_EXPECTED["token_mean"]))
+    # a tensor radius on one side and a float on the other
+    mixed = vmap(lambda e: S.token_clipped_surrogate_loss(logp, old, adv, mask, 0.2, e))(t64([0.2, 0.6]))
+    torch.testing.assert_close(mixed, t64([0.38, (-3.0 + 4.6) / 5]))
+    mixed = S.token_clipped_surrogate_loss(logp, old, adv, mask, t64(0.6), 0.2)
+    torch.testing.assert_close(mixed, t64((-2.7 + 4.0) / 5))
 
 
 def test_per_sample_gradients_with_vmap_of_grad():

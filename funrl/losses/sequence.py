@@ -474,7 +474,10 @@ def _surrogate_inputs(logp, old_logp, advantages, mask, epsilon_low, epsilon_hig
     if advantages.ndim == 1:
         advantages = advantages.unsqueeze(-1).expand_as(logp)
     log_ratio = _zero_where_not(mask, logp - old_logp.detach())
-    return log_ratio, _zero_where_not(mask, advantages), 1 - epsilon_low, 1 + epsilon_high
+    low, high = 1 - epsilon_low, 1 + epsilon_high
+    if isinstance(low, torch.Tensor) != isinstance(high, torch.Tensor):  # torch.clamp takes two numbers or two tensors
+        low, high = (b if isinstance(b, torch.Tensor) else logp.new_tensor(b) for b in (low, high))
+    return log_ratio, _zero_where_not(mask, advantages), low, high
 
 
 def token_clipped_surrogate_loss(
