@@ -303,10 +303,24 @@ def _seq_kl(theta, theta_ref, seqs):
 
 
 def _expect(theta, theta_ref, seqs, fn):
-    """E_{seq ~ pi}[fn(logp, ref_logp, seqs)] with the weights pi(seq) held constant."""
+    """E_{seq ~ pi}[fn(logp, ref_logp)] (per-token log-probs ``[N, L]``), the weights pi(seq) held constant.
+
+    Held-constant weights are what a loss on sampled sequences sees: its gradient
+    flows only through the log-probs of the (fixed) sampled tokens.
+    """
     logp, ref_logp = _enumerate(theta, theta_ref, seqs)
     w = torch.exp(logp.sum(-1)).detach()
     return torch.sum(w * fn(logp, ref_logp))
+
+
+def _summed(est):
+    """Per-sequence sum over tokens of the estimator ``est``."""
+    return lambda lp, lr: S.kl_divergence_estimate(lp, lr, est).sum(-1)
+
+
+def _exact_per_token_kl(theta_p, theta_q, seqs):
+    """Per-sequence sum over tokens of the exact KL(p(.|prefix) || q(.|prefix))."""
+    return lambda lp, lr: S.kl_divergence_from_logits(_logits(theta_p, seqs), _logits(theta_q, seqs)).sum(-1)
 
 
 @pytest.mark.parametrize("L", [2, 3])
@@ -317,13 +331,9 @@ def test_kl_estimators_expectations_by_enumeration(L):
     true_kl = _seq_kl(theta, theta_ref, seqs)
     assert true_kl > 0.3
     for est in ("k1", "k3"):  # unbiased (k3 per token given the prefix; the chain rule adds them)
-        e = _expect(theta, theta_ref, seqs, lambda lp, lr: S.kl_divergence_estimate(lp, lr, est).sum(-1))
-        torch.testing.assert_close(e, true_kl)
-    e2 = _expect(theta, theta_ref, seqs, lambda lp, lr: S.kl_divergence_estimate(lp, lr, "k2").sum(-1))
-    assert abs(e2 - true_kl) > 0.1  # k2 is biased
-    exact = _expect(
-        theta, theta_ref, seqs, lambda lp, lr: S.kl_divergence_from_logits(_logits(theta, seqs), _logits(theta_ref, seqs)).sum(-1)
-    )
+        torch.testing.assert_close(_expect(theta, theta_ref, seqs, _summed(est)), true_kl)
+    assert abs(_expect(theta, theta_ref, seqs, _summed("k2")) - true_kl) > 0.1  # k2 is biased
+    exact = _expect(theta, theta_ref, seqs, _exact_per_token_kl(theta, theta_ref, seqs))
     torch.testing.assert_close(exact, true_kl)
 
 
@@ -349,8 +359,8 @@ def test_k3_as_a_loss_term_is_the_reverse_kl_gradient_for_one_token():
     g_kl = _grad(lambda th: _seq_kl(th, theta_ref, seqs), theta)
     g_rev = _grad(lambda th: _seq_kl(theta_ref, th, seqs), theta)  # grad of KL(ref || pi)
 
-    def loss_grad(est):
-        return _grad(lambda th: _expect(th, theta_ref, seqs, lambda lp, lr: S.kl_divergence_estimate(lp, lr, est).sum(-1)), theta)
+    def loss_grad(est):  # expected gradient of sum_t k(est)_t used as a loss term
+        return _grad(lambda th: _expect(th, theta_ref, seqs, _summed(est)), theta)
 
     assert (g_kl - g_rev).norm() > 0.3
     torch.testing.assert_close(loss_grad("k3"), g_rev)  # k3 in the loss: gradient of the reverse KL
@@ -363,26 +373,19 @@ def test_k3_as_a_loss_term_is_biased_for_sequences():
     theta, theta_ref, seqs = _tables(3)
     g_kl = _grad(lambda th: _seq_kl(th, theta_ref, seqs), theta)
     g_rev = _grad(lambda th: _seq_kl(theta_ref, th, seqs), theta)
-    g_k3 = _grad(lambda th: _expect(th, theta_ref, seqs, lambda lp, lr: S.kl_divergence_estimate(lp, lr, "k3").sum(-1)), theta)
+    g_k3 = _grad(lambda th: _expect(th, theta_ref, seqs, _summed("k3")), theta)
     assert g_kl.norm() > 0.5
     assert (g_k3 - g_kl).norm() > 0.3  # not the gradient of KL(pi || ref) ...
     assert (g_k3 - g_rev).norm() > 0.3  # ... nor of the sequence-level KL(ref || pi)
     # it is the gradient of sum_t E_{prefix ~ pi}[KL(ref(.|prefix) || pi(.|prefix))], prefix distribution frozen
-    g_frozen = _grad(
-        lambda th: _expect(
-            th, theta_ref, seqs, lambda lp, lr: S.kl_divergence_from_logits(_logits(theta_ref, seqs), _logits(th, seqs)).sum(-1)
-        ),
-        theta,
-    )
+    g_frozen = _grad(lambda th: _expect(th, theta_ref, seqs, _exact_per_token_kl(theta_ref, th, seqs)), theta)
     torch.testing.assert_close(g_k3, g_frozen)
     # the score-function form is exact: E[(sum_t k1) grad log pi(seq)] + E[grad sum_t k1] (the latter is 0)
-    g_sf = _grad(
-        lambda th: _expect(
-            th, theta_ref, seqs, lambda lp, lr: S.kl_divergence_estimate(lp, lr, "k1").sum(-1).detach() * lp.sum(-1)
-            + S.kl_divergence_estimate(lp, lr, "k1").sum(-1)
-        ),
-        theta,
-    )
+    def score_function(lp, lr):
+        k1 = _summed("k1")(lp, lr)
+        return k1.detach() * lp.sum(-1) + k1
+
+    g_sf = _grad(lambda th: _expect(th, theta_ref, seqs, score_function), theta)
     torch.testing.assert_close(g_sf, g_kl)
 
 
@@ -452,7 +455,9 @@ def _all_outputs(inp, mask):
         outs[est] = S.kl_divergence_estimate(inp["logp"], inp["ref_logp"], est, mask)
     for agg in ("token_mean", "sequence_mean", "constant"):
         outs["agg_" + agg] = S.masked_aggregate(inp["x"], mask, agg)
-        outs["ppo_" + agg] = S.token_clipped_surrogate_loss(inp["logp"], inp["old_logp"], inp["adv"], mask, aggregation=agg)
+        outs["ppo_" + agg] = S.token_clipped_surrogate_loss(
+            inp["logp"], inp["old_logp"], inp["adv"], mask, aggregation=agg
+        )
         outs["ppo_lp_" + agg] = S.token_clipped_surrogate_loss(lp, inp["old_logp"], inp["adv"], mask, 0.1, 0.3, agg)
     return outs
 
@@ -511,7 +516,8 @@ def test_vmap_advantages_over_prompts():
                lambda x: S.group_relative_advantages(x, "none")):
         assert_match(vmap(fn)(r), fn(r), exact=False)
     # "batch" under vmap normalises by each slice's own std, i.e. by its group's std: equals "group"
-    assert_match(vmap(lambda x: S.group_relative_advantages(x, "batch"))(r), S.group_relative_advantages(r, "group"), exact=False)
+    by_slice = vmap(lambda x: S.group_relative_advantages(x, "batch"))(r)
+    assert_match(by_slice, S.group_relative_advantages(r, "group"), exact=False)
 
 
 def test_vmap_over_minibatches_and_epsilons():
@@ -523,8 +529,8 @@ def test_vmap_over_minibatches_and_epsilons():
         assert_match(vmap(fn)(logps), torch.stack([fn(x) for x in logps]), exact=False)
     eps = t64([0.1, 0.2, 0.6])
     by_eps = vmap(lambda e: S.token_clipped_surrogate_loss(logp, old, adv, mask, e, e))(eps)
-    assert_match(by_eps, torch.stack([S.token_clipped_surrogate_loss(logp, old, adv, mask, e, e) for e in (0.1, 0.2, 0.6)]),
-                 exact=False)
+    looped = [S.token_clipped_surrogate_loss(logp, old, adv, mask, e, e) for e in (0.1, 0.2, 0.6)]
+    assert_match(by_eps, torch.stack(looped), exact=False)
     torch.testing.assert_close(by_eps[1], t64(SURROGATE_EXPECTED["token_mean"]))
     # a tensor radius on one side and a float on the other
     mixed = vmap(lambda e: S.token_clipped_surrogate_loss(logp, old, adv, mask, 0.2, e))(t64([0.2, 0.6]))
@@ -551,9 +557,8 @@ def test_compiled_surrogate_matches_eager():
     logp, old, adv, mask = _surrogate_batch()
 
     def loss(lp):
-        return S.token_clipped_surrogate_loss(lp, old, adv, mask, 0.2, 0.28, "sequence_mean") + 0.1 * S.masked_aggregate(
-            S.kl_divergence_estimate(lp, old, "k3", mask), mask
-        )
+        surrogate = S.token_clipped_surrogate_loss(lp, old, adv, mask, 0.2, 0.28, "sequence_mean")
+        return surrogate + 0.1 * S.masked_aggregate(S.kl_divergence_estimate(lp, old, "k3", mask), mask)
 
     compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
     x = logp.clone().requires_grad_(True)
