@@ -255,6 +255,24 @@ def test_masked_aggregate_empty_sequences():
         assert S.masked_aggregate(x, torch.zeros_like(mask), agg).item() == 0.0
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), b=st.integers(1, 4), length=st.integers(1, 5), max_tokens=st.integers(1, 8))
+def test_masked_aggregate_matches_python_loops(seed, b, length, max_tokens):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, length, generator=g, dtype=F64)
+    mask = torch.rand(b, length, generator=g) < 0.6
+    rows = [[x[i, j].item() for j in range(length) if mask[i, j]] for i in range(b)]
+    n_real = sum(len(r) for r in rows)
+    total = sum(sum(r) for r in rows)
+    want = {
+        "token_mean": total / n_real if n_real else 0.0,
+        "sequence_mean": sum(sum(r) / len(r) if r else 0.0 for r in rows) / b,
+        "constant": total / (b * max_tokens),
+    }
+    for agg, value in want.items():
+        torch.testing.assert_close(S.masked_aggregate(x, mask, agg, max_tokens=max_tokens), t64(value))
+
+
 # ----------------------------------------------------------------------------- KL-penalised rewards
 def test_kl_penalized_rewards_hand_computed():
     logp = t64([[-1.0, -2.0, -3.0], [-0.5, 9.0, -1.0], [1.0, 2.0, 3.0]])

@@ -143,9 +143,9 @@ def masked_whiten(
     """Whiten ``x`` with the mean and variance of its real entries (TRL's ``masked_whiten``).
 
     ``(x - mean) / sqrt(var + eps)`` with ``mean`` and ``var`` taken over all
-    entries where ``mask`` is True.  As TRL's (``trl.core.masked_var``,
-    ``unbiased=True``) the variance is the *unbiased* one, with Bessel's
-    correction: ``sum((x - mean)**2) / (n - 1)`` for ``n`` real entries.  With
+    entries where ``mask`` is True.  As in TRL's ``masked_whiten`` (its PPO
+    trainer's helper, ``masked_var(..., unbiased=True)``; no longer shipped in
+    TRL 1.16) the variance is the *unbiased* one, with Bessel's correction: ``sum((x - mean)**2) / (n - 1)`` for ``n`` real entries.  With
     ``n <= 1`` the variance is taken as 0 (TRL raises for ``n == 0`` and divides
     by zero for ``n == 1``), so a single real entry whitens to 0.
 
