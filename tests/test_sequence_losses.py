@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import grad, vmap
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import funrl.losses
 from funrl.losses import sequence as S
@@ -36,6 +37,8 @@ def test_sequence_log_probs_hand_computed():
     mask = torch.tensor([T, T, Fa])
     out = S.sequence_log_probs(logits, tokens, mask)
     torch.testing.assert_close(out, t64([-math.log(3.0), -LN2, 0.0]))
+    for dtype in (torch.int32, torch.int16, torch.uint8):  # any integer dtype of token ids
+        assert torch.equal(S.sequence_log_probs(logits, tokens.to(dtype), mask), out)
 
 
 def test_sequence_log_probs_matches_log_softmax_gather():
@@ -586,6 +589,39 @@ def test_compiled_surrogate_matches_eager():
     (gc,), (ge,) = torch.autograd.grad(out_c, x), torch.autograd.grad(out_e, y)
     assert_match(gc, ge, exact=False)
     assert ge.abs().sum() > 0
+
+
+class _RecordSyncs(TorchDispatchMode):
+    """Records aten ops that copy a value or a data-dependent shape to the host (cf. test_no_host_sync)."""
+
+    SYNCING = {
+        torch.ops.aten._local_scalar_dense.default,
+        torch.ops.aten.is_nonzero.default,
+        torch.ops.aten.equal.default,
+        torch.ops.aten.nonzero.default,
+        torch.ops.aten.masked_select.default,
+    }
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.SYNCING:
+            self.seen.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+def test_no_host_sync_in_values_or_gradients():
+    inputs, mask = _batch(6)
+    with _RecordSyncs() as rec:
+        _outputs_and_grads(inputs, mask)
+        S.group_relative_advantages(inputs["x"], "batch")
+        S.leave_one_out_advantages(inputs["x"])
+    assert rec.seen == []
+    with _RecordSyncs() as rec:
+        torch.zeros(2).sum().item()  # the recorder itself works
+    assert rec.seen == [torch.ops.aten._local_scalar_dense.default]
 
 
 # ----------------------------------------------------------------------------- argument checks

@@ -202,7 +202,7 @@ def sequence_log_probs(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.T
         )
     _check_mask(mask, tokens.shape, "tokens")
     safe_logits = _zero_where_not(mask.unsqueeze(-1), logits)
-    safe_tokens = torch.where(mask, tokens, torch.zeros_like(tokens))
+    safe_tokens = torch.where(mask, tokens, torch.zeros_like(tokens)).long()  # gather wants int64 (or int32)
     picked = torch.gather(safe_logits, -1, safe_tokens.unsqueeze(-1)).squeeze(-1)
     return _zero_where_not(mask, picked - torch.logsumexp(safe_logits, dim=-1))
 
