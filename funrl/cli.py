@@ -1,6 +1,6 @@
 """The ``funrl`` command line (also ``python -m funrl``).
 
-    funrl train [ALGO] [--env ENV_ID] [--seeds S] [--total-steps N] [--set field=value ...]
+    funrl train [ALGO] [--env ENV_ID | --task TASK] [--lora RANK] [--seeds S] [--total-steps N] [--set field=value ...]
                 [--env-set name=value ...] [--init DIR [--init-seed I]] [--freeze REGEX]
                 [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR]
     funrl eval DIR [--episodes K]
@@ -52,7 +52,10 @@ def build_parser(algo_for_help: str = "ppo") -> argparse.ArgumentParser:
         epilog=_config_help(algo_for_help),
     )
     tr.add_argument("algo", nargs="?", default="ppo", help=f"one of: {', '.join(list_algorithms())} (default ppo)")
-    tr.add_argument("--env", default=None, help="env id (default: the algorithm's; see `funrl envs`)")
+    tr.add_argument("--env", "--task", dest="env", default=None,
+                    help="env id, or task for the LM algorithms (default: the algorithm's; see `funrl envs`)")
+    tr.add_argument("--lora", type=int, default=None, metavar="RANK",
+                    help="LM algorithms: RL trains LoRA adapters of this rank only (sets lora_rank)")
     tr.add_argument("--seeds", type=int, default=8, help="number of seeds trained together (default 8)")
     tr.add_argument("--total-steps", type=int, default=None, help="env steps per seed (default: config total_timesteps)")
     tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
@@ -199,6 +202,8 @@ def _cmd_train(args) -> int:
     overrides = _parse_sets(args.set)
     if args.freeze is not None:
         overrides["freeze"] = args.freeze
+    if args.lora is not None:
+        overrides["lora_rank"] = args.lora
     env_params = _parse_env_sets(args.env_set)
     if args.resume is None:
         # validate fields and types before anything runs
@@ -206,9 +211,10 @@ def _cmd_train(args) -> int:
 
         resolve_config(args.algo, args.env, args.total_steps, overrides)
         if args.env is not None or env_params:
-            from funrl.algorithms import DEFAULT_ENVS
+            from funrl.algorithms import DEFAULT_ENVS, get
 
-            funrl.envs.make(args.env or DEFAULT_ENVS[args.algo.lower()], **env_params)
+            make_env = getattr(get(args.algo), "make_env", funrl.envs.make)
+            make_env(args.env or DEFAULT_ENVS[args.algo.lower()], **env_params)
     result = funrl.run(
         args.algo,
         env=args.env,
@@ -246,6 +252,8 @@ def _cmd_eval(args) -> int:
     from funrl.evaluation import evaluate_run
 
     table = evaluate_run(args.dir, episodes=args.episodes, seed=args.seed)
+    total = f" of {table['num_updates']:,}" if table.get("num_updates") else ""
+    print(f"checkpoint: update {table['update']:,}{total}")
     print(f"{'seed':>4} {'mean return':>12} {'std':>8} {'episodes':>9}")
     for row in table["per_seed"]:
         print(f"{row['seed']:4d} {row['mean']:12.2f} {row['std']:8.2f} {row['episodes']:9d}")

@@ -62,7 +62,8 @@ def evaluate_run(directory: str, episodes: int = 10, seed: int = 12345) -> dict:
 
     Returns:
       dict with ``per_seed`` (list of {seed, mean, std, episodes}), ``returns``
-      (float64 ``[S, K]``) and ``summary`` (IQM/CI over the per-seed means).
+      (float64 ``[S, K]``), ``summary`` (IQM/CI over the per-seed means) and
+      ``update`` / ``num_updates``: the update count of the checkpoint evaluated, of the whole run.
     """
     import json
 
@@ -72,16 +73,21 @@ def evaluate_run(directory: str, episodes: int = 10, seed: int = 12345) -> dict:
     from funrl.runner import resolve_config, seed_keys
 
     module, env_id, config = resolve_config(cfg["algo"], cfg["env"], None, cfg["config"])
-    env, env_params = funrl.envs.make(env_id, **(cfg.get("env_params") or {}))
+    make_env = getattr(module, "make_env", funrl.envs.make)
+    env, env_params = make_env(env_id, **(cfg.get("env_params") or {}))
     runner = Runner(module.make_algorithm, config, env, env_params, compile=False)
     template = runner.init(seed_keys(cfg["seed"], cfg["seeds"]))
     manager = ckpt.CheckpointManager(os.path.join(directory, "checkpoints"))
-    _, saved, _ = manager.load()
+    update, saved, _ = manager.load()
     states = tree.unflatten(tree.structure(template), tree.leaves(saved["state"]))
-    act = module.evaluation_policy(config, env, env_params)
-    returns = evaluate_policy(act, states, env, env_params, episodes, jr.key(seed))
+    if hasattr(module, "evaluate"):  # LM algorithms: rewards of greedy completions, one prompt per "episode"
+        returns = module.evaluate(config, env, env_params, states, episodes, jr.key(seed))
+    else:
+        act = module.evaluation_policy(config, env, env_params)
+        returns = evaluate_policy(act, states, env, env_params, episodes, jr.key(seed))
     per_seed = [
         {"seed": i, "mean": float(r.mean()), "std": float(r.std(unbiased=False)), "episodes": episodes}
         for i, r in enumerate(returns)
     ]
-    return {"per_seed": per_seed, "returns": returns, "summary": stats.summarize(returns.mean(1).numpy())}
+    return {"per_seed": per_seed, "returns": returns, "summary": stats.summarize(returns.mean(1).numpy()),
+            "update": update, "num_updates": cfg.get("num_updates")}

@@ -389,7 +389,10 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     if init_seed is not None and init is None:
         raise ValueError(f"init_seed: given ({init_seed!r}) without init (the results folder to start from)")
     module, env_id, config = resolve_config(algo, env, total_steps, overrides)
-    env_obj, env_params_t = funrl.envs.make(env_id, **dict(env_params or {}))
+    # the LM algorithms run their pieces eagerly (vmapped): see COMPILE in funrl/algorithms/lm_common.py
+    compile = compile and getattr(module, "COMPILE", True)
+    make_env = getattr(module, "make_env", funrl.envs.make)  # LM algorithms take a task from funrl.lm.tasks
+    env_obj, env_params_t = make_env(env_id, **dict(env_params or {}))
     env_params_t = tree.map(lambda x: x.to(dev) if isinstance(x, torch.Tensor) else x, env_params_t)
     runner = Runner(module.make_algorithm, config, env_obj, env_params_t, compile=compile)
     U = runner.num_updates

@@ -105,6 +105,8 @@ def with_params(module: ModuleType, state: Any, params: Any, keep: tuple[str, ..
     fresh = tree.unflatten(tree.structure(current), leaves)
     state = set_path(state, module.PARAMS, fresh)
     for target, source in getattr(module, "TARGETS", {}).items():
+        if isinstance(get_path(state, target), dict) and not get_path(state, target):
+            continue  # a state that keeps no copy here (e.g. LoRA: the frozen base is the reference)
         copied = get_path(state, source)
         state = set_path(state, target, tree.map(lambda x: x.clone(memory_format=torch.contiguous_format), copied))
     return state

@@ -7,8 +7,14 @@ from pure per-seed pieces), ``make_train(config, env, env_params) ->
 train(key, hparams=None)`` and ``evaluation_policy(config, env, env_params) ->
 act(state, key, obs)`` (greedy / mean action for ``funrl eval``).
 
+The language-model algorithms (``sft``, ``grpo``, ``rloo``, ``ppo_lm``) have
+the same shape with a task from :mod:`funrl.lm.tasks` in place of the env
+(``make_env(task_id)``), ``pretrain`` updates before RL and ``evaluate``
+(greedy completions' rewards) in place of ``evaluation_policy``; see
+:mod:`funrl.algorithms.lm_common`.
+
 Use :func:`get` to look a module up by name and :data:`DEFAULT_ENVS` for the
-task each algorithm is tuned for.
+env or task each algorithm is tuned for.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ ALGORITHMS: dict[str, str] = {
     "ddpg": "funrl.algorithms.ddpg",
     "td3": "funrl.algorithms.td3",
     "sac": "funrl.algorithms.sac",
+    "sft": "funrl.algorithms.sft",
+    "grpo": "funrl.algorithms.grpo",
+    "rloo": "funrl.algorithms.rloo",
+    "ppo_lm": "funrl.algorithms.ppo_lm",
 }
 
 #: name -> the env id its defaults are tuned for
@@ -41,6 +51,10 @@ DEFAULT_ENVS: dict[str, str] = {
     "ddpg": "Pendulum-v1",
     "td3": "Pendulum-v1",
     "sac": "Pendulum-v1",
+    "sft": "random-walks",
+    "grpo": "random-walks",
+    "rloo": "random-walks",
+    "ppo_lm": "random-walks",
 }
 
 

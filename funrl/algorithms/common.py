@@ -149,14 +149,24 @@ class Algorithm(NamedTuple):
         learning step; ``metrics`` is a dict of scalar tensors (one value per
         seed when batched).  Built from lifted pieces, so it works on one seed
         or on a seed batch depending on the lift it was made with.
-      num_updates: updates that ``train`` runs.
+      num_updates: updates that ``train`` runs (``pretrain_updates`` included).
       steps_per_update: env steps per seed in one update.
+      pretrain: optional ``pretrain(state) -> (state, metrics)`` run instead of
+        ``update`` for the first ``pretrain_updates`` updates (the supervised
+        phase of the language-model algorithms); its metrics have the same keys.
+      pretrain_updates: how many of the ``num_updates`` updates are ``pretrain``.
     """
 
     init: Callable
     update: Callable
     num_updates: int
     steps_per_update: int
+    pretrain: Callable | None = None
+    pretrain_updates: int = 0
+
+    def update_at(self, index: int) -> Callable:
+        """The update function of update number ``index`` (0-based): ``pretrain`` or ``update``."""
+        return self.pretrain if index < self.pretrain_updates else self.update
 
 
 def hyperparams_from_config(config, names: tuple[str, ...], hparams: dict | None, device, dtype=torch.float32) -> dict:
@@ -327,8 +337,8 @@ def make_train_from(make_algorithm: Callable, config, env, env_params) -> Callab
             hparams = {k: torch.as_tensor(v, dtype=torch.float32, device=key.device) for k, v in hparams.items()}
             state = init_one(key, hparams)
         history = []
-        for _ in range(algo.num_updates):
-            state, metrics = algo.update(state)
+        for i in range(algo.num_updates):
+            state, metrics = algo.update_at(i)(state)
             history.append(metrics)
         return state, tree.stack(history) if history else {}
 
@@ -432,8 +442,8 @@ class Runner:
         done = 0
         while done < total - start_update:
             n = min(chunk_size, total - start_update - done)
-            for _ in range(n):
-                state, metrics = self.algorithm.update(state)
+            for i in range(n):
+                state, metrics = self.algorithm.update_at(start_update + done + i)(state)
                 history.append(metrics)
             done += n
             if callback is not None:

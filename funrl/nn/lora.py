@@ -38,7 +38,7 @@ import torch
 from funrl import random as jr
 from funrl import tree as _tree
 
-__all__ = ["Adapters", "init", "merge", "unmerge", "apply", "weight_paths"]
+__all__ = ["Adapters", "init", "merge", "unmerge", "apply", "weight_paths", "with_adapters"]
 
 
 @_tree.pytree_dataclass(static_fields=("rank", "alpha", "scale", "dropout"))
@@ -300,3 +300,49 @@ def apply(apply_fn: Callable[..., Any]) -> Callable[..., Any]:
         return apply_fn(injected, *args, **kwargs)
 
     return f
+
+
+# ----------------------------------------------------------------------------- a model with adapters
+def with_adapters(model, rank: int, alpha: float, targets, dropout: float = 0.0, rslora: bool = False):
+    """The same model with LoRA adapters: its params are ``{"base": params, "adapters": Adapters}``.
+
+    A transform of the model's functions, not a new model: ``init(key)`` makes
+    base params and fresh adapters (``b = 0``, so the adapted model starts equal
+    to the base); ``apply`` and, for a :class:`funrl.nn.Transformer`,
+    ``init_cache`` / ``decode`` run the base with the adapters unmerged
+    (:func:`apply`).  Train the adapters alone by differentiating with respect
+    to ``params["adapters"]``; the base with the adapters off is the reference
+    model of RL fine-tuning, so no second copy of the weights is kept.
+
+    Args:
+      model: a funrl model with ``init`` and ``apply`` (and ``init_cache`` /
+        ``decode`` if it is a Transformer); a NamedTuple, as funrl models are.
+      rank, alpha, targets, dropout, rslora: as for :func:`init`.
+
+    Returns:
+      A model of the same type whose functions take the ``{"base", "adapters"}`` params.
+    """
+    if not hasattr(model, "_replace") or not callable(getattr(model, "apply", None)):
+        raise TypeError(f"model: expected a funrl model (a NamedTuple with init and apply), got {type(model).__name__}")
+    base_apply = apply(model.apply)
+
+    def init_(key: torch.Tensor) -> dict:
+        k_base, k_adapters = jr.split(key)
+        base = model.init(k_base)
+        return {"base": base, "adapters": init(k_adapters, base, rank, alpha, targets, dropout, rslora)}
+
+    def apply_(params: dict, *args, **kwargs):
+        return base_apply(params["base"], params["adapters"], *args, **kwargs)
+
+    fns = {"init": init_, "apply": apply_}
+    if hasattr(model, "decode"):
+        base_decode = apply(model.decode)
+
+        def init_cache(params: dict, *args, **kwargs):
+            return model.init_cache(params["base"], *args, **kwargs)
+
+        def decode(params: dict, *args, **kwargs):
+            return base_decode(params["base"], params["adapters"], *args, **kwargs)
+
+        fns.update(init_cache=init_cache, decode=decode)
+    return model._replace(**fns)

@@ -414,10 +414,11 @@ class Transformer(NamedTuple):
 
     Attributes:
       init: ``init(key) -> params`` (a plain nested dict; see the module doc).
-      apply: ``apply(params, tokens, mask=None, positions=None) -> logits``:
+      apply: ``apply(params, tokens, mask=None, positions=None, hidden=False) -> logits``:
         ``tokens (..., T)`` int64/int32, ``mask (..., T)`` bool (True = real
         token), ``positions (..., T)`` int (default ``cumsum(mask) - 1``);
-        logits ``(..., T, vocab_size)``.
+        logits ``(..., T, vocab_size)``, or with ``hidden=True`` the final
+        norm's output ``(..., T, d_model)`` (features for a value head).
       init_cache: ``init_cache(params, batch_shape=()) -> cache``, an empty cache
         of ``max_len`` slots: ``{"k", "v": (n_layers, *batch_shape, H, max_len, Dh),
         "valid": bool (*batch_shape, max_len), "count": int64 batch_shape
@@ -522,14 +523,15 @@ def transformer(vocab_size: int, max_len: int, **kwargs: Any) -> Transformer:
             params["lm_head"] = {"weight": _normal(kh, (cfg.vocab_size, cfg.d_model), cfg, cfg.init_std)}
         return params
 
-    def apply(params: dict, tokens: torch.Tensor, mask=None, positions=None) -> torch.Tensor:
+    def apply(params: dict, tokens: torch.Tensor, mask=None, positions=None, hidden: bool = False) -> torch.Tensor:
         _check_tokens(tokens, "tokens", cfg)
         mask = _check_mask(mask, tokens, "mask")
         pos = _positions(positions, mask, "positions")
         slots = torch.arange(tokens.shape[-1], device=tokens.device)
         allowed = _self_allowed(slots, slots, mask, causal=True)
         x, _ = _stack(params, params, _embed(params, params, tokens, pos, cfg), cfg, pos, allowed)
-        return _head(params, x, cfg)
+        # hidden=True: the final-norm features (..., T, D), for a value head on the same trunk
+        return x if hidden else _head(params, x, cfg)
 
     def init_cache(params: dict, batch_shape: Sequence[int] = ()) -> dict:
         return _empty_cache(params, cfg, cfg.n_layers, batch_shape)
