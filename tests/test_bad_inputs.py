@@ -36,3 +36,41 @@ def test_categorical_all_neg_inf_row_returns_zero():
     keys = fr.split(fr.key(2), 2)
     vm = torch.func.vmap(lambda k, l: fr.categorical(k, l))(keys, logits)
     assert vm[1].item() == 0
+
+
+# 3. value learning: action-count mismatch and out-of-range actions
+def _transition(A=3, A_t=4):
+    return torch.zeros(A), torch.tensor(0), torch.tensor(1.0), torch.tensor(0.9), torch.zeros(A_t)
+
+
+def test_q_learning_action_count_mismatch_names_q_t():
+    from funrl.losses import value_learning as vl
+
+    q_tm1, a, r, d, q_t = _transition()
+    with pytest.raises(ValueError, match="q_t"):
+        vl.q_learning(q_tm1, a, r, d, q_t)
+    with pytest.raises(ValueError, match="q_t"):
+        vl.sarsa(q_tm1, a, r, d, q_t, torch.tensor(0))
+    with pytest.raises(ValueError, match="q_t"):
+        vl.expected_sarsa(q_tm1, a, r, d, q_t, torch.full((4,), 0.25))
+    with pytest.raises(ValueError, match="q_t_value"):
+        vl.double_q_learning(q_tm1, a, r, d, q_t, q_t)
+    with pytest.raises(ValueError, match="q_t"):
+        vl.persistent_q_learning(q_tm1, a, r, d, q_t, 0.5)
+    T = 2
+    seq = (torch.zeros(T, 3), torch.zeros(T, dtype=torch.long), torch.ones(T), torch.ones(T), torch.zeros(T, 4))
+    with pytest.raises(ValueError, match="q_t"):
+        vl.q_lambda(*seq, 0.5)
+    with pytest.raises(ValueError, match="q_t"):
+        vl.sarsa_lambda(*seq, torch.zeros(T, dtype=torch.long), 0.5)
+
+
+def test_q_learning_out_of_range_action_is_not_silent():
+    # documented: actions are not checked by value; torch.gather raises eagerly (and under vmap on CPU)
+    from funrl.losses import value_learning as vl
+
+    q = torch.zeros(3)
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        vl.q_learning(q, torch.tensor(3), torch.tensor(1.0), torch.tensor(0.9), q)
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        torch.func.vmap(vl.q_learning)(q[None], torch.tensor([-1]), torch.ones(1), torch.ones(1), q[None])
