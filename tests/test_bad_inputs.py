@@ -74,3 +74,17 @@ def test_q_learning_out_of_range_action_is_not_silent():
         vl.q_learning(q, torch.tensor(3), torch.tensor(1.0), torch.tensor(0.9), q)
     with pytest.raises(RuntimeError, match="out of bounds"):
         torch.func.vmap(vl.q_learning)(q[None], torch.tensor([-1]), torch.ones(1), torch.ones(1), q[None])
+
+
+# 4. tree.stack with different leaf shapes names the leaf path
+def test_tree_stack_shape_mismatch_names_leaf_path():
+    from funrl import tree
+
+    a = {"obs": {"x": torch.zeros(2), "y": torch.zeros(1)}}
+    b = {"obs": {"x": torch.zeros(3), "y": torch.zeros(1)}}
+    with pytest.raises(ValueError, match=r"obs\.x.*\(3,\).*\(2,\)"):
+        tree.stack([a, b])
+    with pytest.raises(ValueError, match=r"obs\.x"):
+        tree.concatenate([{"obs": {"x": torch.zeros(2, 2)}}, {"obs": {"x": torch.zeros(2, 3)}}])
+    # concatenating along the mismatched axis is fine
+    assert tree.concatenate([{"x": torch.zeros(2)}, {"x": torch.zeros(3)}])["x"].shape == (5,)
