@@ -88,3 +88,15 @@ def test_tree_stack_shape_mismatch_names_leaf_path():
         tree.concatenate([{"obs": {"x": torch.zeros(2, 2)}}, {"obs": {"x": torch.zeros(2, 3)}}])
     # concatenating along the mismatched axis is fine
     assert tree.concatenate([{"x": torch.zeros(2)}, {"x": torch.zeros(3)}])["x"].shape == (5,)
+
+
+# 5. mlp / Linear apply with an input dtype different from the params'
+@pytest.mark.parametrize("out", [2, 8])  # the multiply-sum path (<= 4 outputs) and the matmul path
+def test_mlp_apply_dtype_mismatch_names_x_and_both_dtypes(out):
+    model = funrl.nn.mlp([4, 8, out])
+    params = model.init(fr.key(0))
+    with pytest.raises(TypeError, match=r"x: expected dtype torch.float32.*got torch.float64"):
+        model.apply(params, torch.zeros(4, dtype=torch.float64))
+    lin = funrl.nn.Linear(4, out)
+    with pytest.raises(TypeError, match=r"x: expected dtype torch.float32.*got torch.float64"):
+        lin.apply(lin.init(fr.key(0)), torch.zeros(4, dtype=torch.float64))
