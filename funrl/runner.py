@@ -51,7 +51,7 @@ from funrl import checkpoint as ckpt
 from funrl import random as jr
 from funrl import distributed, stats, transfer, tree
 from funrl.algorithms import DEFAULT_ENVS, get
-from funrl.algorithms.common import Runner
+from funrl.algorithms.common import Runner, check_hparams
 
 __all__ = ["run", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
 
@@ -409,6 +409,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             if v.shape != (seeds,):
                 raise ValueError(f"hparams[{k!r}]: expected shape ({seeds},) (one value per seed), got {tuple(v.shape)}")
             hp_tensors[k] = v[block_start : block_start + block_count]
+        # every rank checks all seeds' values, so all raise together
+        check_hparams(config, hparams)
     state = runner.init(keys, hp_tensors)
     init_info = None
     if init is not None:

@@ -100,3 +100,43 @@ def test_mlp_apply_dtype_mismatch_names_x_and_both_dtypes(out):
     lin = funrl.nn.Linear(4, out)
     with pytest.raises(TypeError, match=r"x: expected dtype torch.float32.*got torch.float64"):
         lin.apply(lin.init(fr.key(0)), torch.zeros(4, dtype=torch.float64))
+
+
+# 6. per-seed hparams outside the Config's valid range
+def _tiny_ppo():
+    from funrl.algorithms import ppo
+
+    env, env_params = funrl.envs.make("CartPole-v1")
+    config = ppo.Config(total_timesteps=8, num_envs=2, num_steps=4, update_epochs=1, num_minibatches=2, hidden_sizes=(8,))
+    return ppo, config, env, env_params
+
+
+def test_hparams_negative_learning_rate_raises_in_runner_init():
+    from funrl.algorithms.common import Runner
+
+    ppo, config, env, env_params = _tiny_ppo()
+    runner = Runner(ppo.make_algorithm, config, env, env_params, compile=False)
+    keys = fr.split(fr.key(0), 2)
+    with pytest.raises(ValueError, match=r"hparams\['learning_rate'\].*-0\.1"):
+        runner.init(keys, {"learning_rate": torch.tensor([1e-3, -0.1])})
+    with pytest.raises(ValueError, match=r"hparams\['gamma'\]"):
+        runner.init(keys, {"gamma": [0.9, 1.5]})
+    with pytest.raises(ValueError, match=r"hparams\['learning_rate'\]"):
+        runner.init(keys, {"learning_rate": [0.0, 1e-3]})
+
+
+def test_hparams_negative_learning_rate_raises_in_train():
+    ppo, config, env, env_params = _tiny_ppo()
+    train = ppo.make_train(config, env, env_params)
+    with pytest.raises(ValueError, match=r"hparams\['learning_rate'\]"):
+        train(fr.key(0), {"learning_rate": -1e-3})
+
+
+def test_hparams_checked_in_runner_run(tmp_path):
+    from funrl import runner
+
+    with pytest.raises(ValueError, match=r"hparams\['learning_rate'\]"):
+        runner.run("ppo", "CartPole-v1", seeds=2, total_steps=8, out=str(tmp_path / "r"), compile=False,
+                   progress=False, plot=False, hparams={"learning_rate": [1e-3, -1e-3]},
+                   num_envs=2, num_steps=4, update_epochs=1, num_minibatches=2, hidden_sizes=(8,))
+    assert not (tmp_path / "r").exists()
