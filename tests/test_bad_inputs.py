@@ -140,3 +140,15 @@ def test_hparams_checked_in_runner_run(tmp_path):
                    progress=False, plot=False, hparams={"learning_rate": [1e-3, -1e-3]},
                    num_envs=2, num_steps=4, update_epochs=1, num_minibatches=2, hidden_sizes=(8,))
     assert not (tmp_path / "r").exists()
+
+
+# 7. hidden_sizes must be a tuple of positive ints in every Config
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "reinforce", "dqn", "ddpg", "td3", "sac"])
+@pytest.mark.parametrize("bad", [(0,), (64, -1), 64, (8.0,), (True,)])
+def test_config_hidden_sizes_must_be_positive_ints(algo, bad):
+    import importlib
+
+    module = importlib.import_module(f"funrl.algorithms.{algo}")
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        module.Config(hidden_sizes=bad)
+    assert module.Config(hidden_sizes=(8, 8)).hidden_sizes == (8, 8)

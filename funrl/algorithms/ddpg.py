@@ -51,6 +51,7 @@ from funrl.algorithms.common import (
     Algorithm,
     check_config,
     check_freeze,
+    check_hidden_sizes,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
@@ -120,10 +121,8 @@ def _check_common(config) -> None:
     ls = config.learning_starts
     if isinstance(ls, bool) or not isinstance(ls, int) or ls < 0:
         raise ValueError(f"config.learning_starts: expected an int >= 0, got {ls!r}")
-    hidden = config.hidden_sizes
-    if not isinstance(hidden, (tuple, list)) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-        raise ValueError(f"config.hidden_sizes: expected a tuple of positive ints, got {hidden!r}")
-    object.__setattr__(config, "hidden_sizes", tuple(hidden))  # frozen dataclass
+    check_hidden_sizes(config)
+    object.__setattr__(config, "hidden_sizes", tuple(config.hidden_sizes))  # frozen dataclass
     for name in ("exploration_noise", "policy_noise", "noise_clip"):
         v = getattr(config, name, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:

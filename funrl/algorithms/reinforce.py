@@ -54,6 +54,7 @@ from funrl.algorithms.common import (
     Algorithm,
     check_config,
     check_freeze,
+    check_hidden_sizes,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
@@ -101,6 +102,7 @@ class Config:
 
     def __post_init__(self):
         check_freeze(self)
+        check_hidden_sizes(self)
         check_config(
             self,
             positive=("learning_rate", "adam_eps"),
