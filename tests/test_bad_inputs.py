@@ -152,3 +152,27 @@ def test_config_hidden_sizes_must_be_positive_ints(algo, bad):
     with pytest.raises(ValueError, match="hidden_sizes"):
         module.Config(hidden_sizes=bad)
     assert module.Config(hidden_sizes=(8, 8)).hidden_sizes == (8, 8)
+
+
+# 8. env param overrides out of range
+@pytest.mark.parametrize(
+    "env_id, override",
+    [
+        ("CartPole-v1", {"length": -1}),
+        ("CartPole-v1", {"max_episode_steps": 0}),
+        ("CartPole-v1", {"masspole": torch.tensor([0.1, 0.0])}),  # one value per env: every value is checked
+        ("Pendulum-v1", {"dt": 0.0}),
+        ("MountainCar-v0", {"force": -0.001}),
+        ("MountainCarContinuous-v0", {"power": 0}),
+        ("Acrobot-v1", {"torque_noise_max": -0.1}),
+    ],
+)
+def test_env_make_rejects_out_of_range_params(env_id, override):
+    (name,) = override
+    with pytest.raises(ValueError, match=name):
+        funrl.envs.make(env_id, **override)
+
+
+def test_env_make_accepts_in_range_params():
+    _, params = funrl.envs.make("CartPole-v1", length=torch.linspace(0.25, 1.0, 3), max_episode_steps=10)
+    assert params.length.shape == (3,)
