@@ -176,3 +176,42 @@ def test_env_make_rejects_out_of_range_params(env_id, override):
 def test_env_make_accepts_in_range_params():
     _, params = funrl.envs.make("CartPole-v1", length=torch.linspace(0.25, 1.0, 3), max_episode_steps=10)
     assert params.length.shape == (3,)
+
+
+# 9. total_timesteps smaller than one update's env steps
+@pytest.mark.parametrize(
+    "algo, kwargs, per_update",
+    [
+        ("ppo", {"total_timesteps": 100}, "num_envs \\(4\\) \\* num_steps \\(128\\) = 512"),
+        ("a2c", {"total_timesteps": 39}, "num_envs \\(8\\) \\* num_steps \\(5\\) = 40"),
+        ("reinforce", {"total_timesteps": 100}, "= 1024"),
+        ("tabular", {"total_timesteps": 100}, "= 1000"),
+        ("dqn", {"total_timesteps": 9}, "num_envs \\(1\\) \\* train_frequency \\(10\\) = 10"),
+        ("ddpg", {"total_timesteps": 3, "num_envs": 4}, "= 4"),
+        ("td3", {"total_timesteps": 3, "num_envs": 4}, "= 4"),
+        ("sac", {"total_timesteps": 3, "num_envs": 4}, "= 4"),
+    ],
+)
+def test_total_timesteps_below_one_update_raises(algo, kwargs, per_update):
+    import importlib
+
+    module = importlib.import_module(f"funrl.algorithms.{algo}")
+    with pytest.raises(ValueError, match=f"total_timesteps.*{per_update}.*got {kwargs['total_timesteps']}"):
+        module.Config(**kwargs)
+
+
+def test_total_timesteps_of_exactly_one_update_is_fine():
+    from funrl.algorithms import ppo
+
+    assert ppo.Config(total_timesteps=512).num_updates == 1
+
+
+# 10. replay batch larger than the buffer
+@pytest.mark.parametrize("algo", ["dqn", "ddpg", "td3", "sac"])
+def test_batch_size_above_buffer_size_raises(algo):
+    import importlib
+
+    module = importlib.import_module(f"funrl.algorithms.{algo}")
+    with pytest.raises(ValueError, match=r"buffer_size \(16\).*batch_size=64"):
+        module.Config(batch_size=64, buffer_size=16)
+    module.Config(batch_size=16, buffer_size=16)

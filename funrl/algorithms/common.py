@@ -29,6 +29,7 @@ them over axis 0.  Everything that touches per-seed data lives in a piece.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 from typing import Any, Callable, NamedTuple
@@ -51,6 +52,8 @@ __all__ = [
     "check_config",
     "check_hparams",
     "check_hidden_sizes",
+    "check_total_timesteps",
+    "check_batch_fits_buffer",
     "masked_mean",
     "episode_metrics",
     "param_paths",
@@ -244,6 +247,30 @@ def check_hidden_sizes(config, name: str = "hidden_sizes") -> None:
         or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in v)
     ):
         raise ValueError(f"config.{name}: expected a tuple of positive ints (e.g. (64, 64)), got {v!r}")
+
+
+def check_total_timesteps(config, factors: tuple[str, ...]) -> None:
+    """Require ``total_timesteps`` >= one update's env steps per seed, the product of the ``factors`` fields.
+
+    Below that, ``num_updates = max(1, total_timesteps // steps_per_update)`` would
+    silently run one whole update, more env steps than asked for.
+    """
+    per_update = math.prod(getattr(config, f) for f in factors)
+    if config.total_timesteps < per_update:
+        how = " * ".join(f"{f} ({getattr(config, f)})" for f in factors)
+        raise ValueError(
+            f"config.total_timesteps: expected at least one update's env steps per seed, "
+            f"{how} = {per_update}, got {config.total_timesteps}; raise total_timesteps or make updates smaller"
+        )
+
+
+def check_batch_fits_buffer(config) -> None:
+    """Require a replay ``batch_size`` of at most ``buffer_size`` transitions."""
+    if config.batch_size > config.buffer_size:
+        raise ValueError(
+            f"config.batch_size: expected at most config.buffer_size ({config.buffer_size}) transitions, "
+            f"got batch_size={config.batch_size}; a batch cannot be larger than the replay buffer"
+        )
 
 
 def check_config(config, positive: tuple[str, ...] = (), unit: tuple[str, ...] = (), ints: tuple[str, ...] = ()) -> None:

@@ -38,11 +38,12 @@ from funrl.algorithms.common import (
     check_config,
     check_freeze,
     check_hidden_sizes,
+    check_total_timesteps,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
-    one_seed_lift,
     make_train_from,
+    one_seed_lift,
     with_frozen,
 )
 from funrl.envs import spaces
@@ -84,6 +85,7 @@ class Config:
             unit=("gamma", "gae_lambda"),
             ints=("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches"),
         )
+        check_total_timesteps(self, ("num_envs", "num_steps"))
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise ValueError(
                 f"config.num_minibatches: must divide num_envs * num_steps = {self.num_envs * self.num_steps}, "

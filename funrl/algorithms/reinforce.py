@@ -55,11 +55,12 @@ from funrl.algorithms.common import (
     check_config,
     check_freeze,
     check_hidden_sizes,
+    check_total_timesteps,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
-    one_seed_lift,
     make_train_from,
+    one_seed_lift,
     with_frozen,
 )
 from funrl.envs import spaces
@@ -109,6 +110,7 @@ class Config:
             unit=("gamma",),
             ints=("total_timesteps", "num_envs", "num_steps"),
         )
+        check_total_timesteps(self, ("num_envs", "num_steps"))
         for name in ("baseline", "normalize_returns", "anneal_lr"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"config.{name}: expected a bool, got {getattr(self, name)!r}")
