@@ -64,12 +64,10 @@ def evaluate_run(directory: str, episodes: int = 10, seed: int = 12345) -> dict:
       dict with ``per_seed`` (list of {seed, mean, std, episodes}), ``returns``
       (float64 ``[S, K]``) and ``summary`` (IQM/CI over the per-seed means).
     """
-    import json
-
-    with open(os.path.join(directory, "config.json")) as f:
-        cfg = json.load(f)
     from funrl.algorithms.common import Runner
-    from funrl.runner import resolve_config, seed_keys
+    from funrl.runner import read_config_json, resolve_config, seed_keys
+
+    cfg = read_config_json(os.path.join(directory, "config.json"))
 
     module, env_id, config = resolve_config(cfg["algo"], cfg["env"], None, cfg["config"])
     env, env_params = funrl.envs.make(env_id, **(cfg.get("env_params") or {}))

@@ -215,3 +215,39 @@ def test_batch_size_above_buffer_size_raises(algo):
     with pytest.raises(ValueError, match=r"buffer_size \(16\).*batch_size=64"):
         module.Config(batch_size=64, buffer_size=16)
     module.Config(batch_size=16, buffer_size=16)
+
+
+# 11. a config.json with a missing key
+def _write_config_json(directory, **drop):
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = {"algo": "ppo", "env": "CartPole-v1", "seeds": 1, "seed": 0, "config": {}}
+    for k in drop:
+        del cfg[k]
+    (directory / "config.json").write_text(json.dumps(cfg))
+    return directory
+
+
+def test_resume_config_json_missing_key_names_file_and_key(tmp_path):
+    from funrl import runner
+
+    run_dir = _write_config_json(tmp_path / "run", algo=None)
+    with pytest.raises(ValueError, match=r"config\.json: missing key\(s\) 'algo'"):
+        runner.run(resume=str(run_dir), progress=False, plot=False)
+
+
+def test_evaluate_run_config_json_missing_key(tmp_path):
+    from funrl import evaluation
+
+    run_dir = _write_config_json(tmp_path / "run", seeds=None)
+    with pytest.raises(ValueError, match=r"config\.json: missing key\(s\) 'seeds'"):
+        evaluation.evaluate_run(str(run_dir))
+
+
+def test_warm_start_config_json_missing_key(tmp_path):
+    from funrl import transfer
+
+    run_dir = _write_config_json(tmp_path / "run", env=None)
+    with pytest.raises(ValueError, match=r"config\.json: missing key\(s\) 'env'"):
+        transfer.load_params(str(run_dir))
