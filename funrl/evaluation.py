@@ -65,12 +65,10 @@ def evaluate_run(directory: str, episodes: int = 10, seed: int = 12345) -> dict:
       (float64 ``[S, K]``), ``summary`` (IQM/CI over the per-seed means) and
       ``update`` / ``num_updates``: the update count of the checkpoint evaluated, of the whole run.
     """
-    import json
-
-    with open(os.path.join(directory, "config.json")) as f:
-        cfg = json.load(f)
     from funrl.algorithms.common import Runner
-    from funrl.runner import resolve_config, seed_keys
+    from funrl.runner import read_config_json, resolve_config, seed_keys
+
+    cfg = read_config_json(os.path.join(directory, "config.json"))
 
     module, env_id, config = resolve_config(cfg["algo"], cfg["env"], None, cfg["config"])
     make_env = getattr(module, "make_env", funrl.envs.make)

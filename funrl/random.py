@@ -261,6 +261,9 @@ def uniform(
       shape: output shape.
       dtype: floating dtype (default: torch's default dtype).
       minval, maxval: bounds, Python floats or tensors broadcastable to ``shape``.
+        ``minval > maxval`` raises ``ValueError`` when both are Python numbers;
+        tensor bounds are not checked by value (that cannot run under
+        ``vmap``): where ``minval >= maxval`` every sample equals ``minval``.
 
     Returns:
       ``dtype`` tensor of ``shape``.  The ``[0, 1)`` variate is an exact
@@ -270,6 +273,8 @@ def uniform(
     k = _check_key(key)
     shape = _shape(shape)
     dtype = _float_dtype(dtype)
+    if _is_number(minval) and _is_number(maxval) and minval > maxval:
+        raise ValueError(f"minval, maxval: expected minval <= maxval, got minval={minval}, maxval={maxval}")
     u = _unit_uniform(k, shape, dtype)
     if isinstance(minval, (int, float)) and isinstance(maxval, (int, float)) and minval == 0.0 and maxval == 1.0:
         return u
@@ -278,6 +283,10 @@ def uniform(
     out = lo + u * (hi - lo)
     # rounding can reach maxval exactly; keep the interval half-open
     return torch.maximum(lo, torch.minimum(out, torch.nextafter(hi, lo)))
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _open_uniform(k: torch.Tensor, shape, dtype) -> torch.Tensor:
@@ -457,7 +466,10 @@ def categorical(
     Args:
       key: a key ``(2,)``.
       logits: float tensor ``[..., K, ...]`` with the categories on ``axis``;
-        ``-inf`` entries are never drawn.
+        ``-inf`` entries are never drawn, except in a row whose entries are
+        *all* ``-inf`` (no valid category): that row returns index 0.  It is
+        not an error because the check would need the values, which cannot
+        run under ``vmap``; mask such rows yourself if they can occur.
       axis: the category axis.
       shape: output shape; default ``logits.shape`` without ``axis``.  It must
         end with that batch shape (extra leading axes draw more samples).

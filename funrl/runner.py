@@ -51,7 +51,7 @@ from funrl import checkpoint as ckpt
 from funrl import random as jr
 from funrl import distributed, stats, transfer, tree
 from funrl.algorithms import DEFAULT_ENVS, get
-from funrl.algorithms.common import Runner
+from funrl.algorithms.common import Runner, check_hparams
 
 __all__ = ["run", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
 
@@ -187,8 +187,7 @@ def load_run(directory: str) -> dict:
     Returns:
       dict with ``config``, ``summary`` and ``metrics`` (name -> float64 tensor ``[U, S]``) and ``env_steps`` ``[U]``.
     """
-    with open(os.path.join(directory, "config.json")) as f:
-        config = json.load(f)
+    config = read_config_json(os.path.join(directory, "config.json"), required=())
     summary = None
     if os.path.exists(os.path.join(directory, "summary.json")):
         with open(os.path.join(directory, "summary.json")) as f:
@@ -351,6 +350,32 @@ def _read_json(path: str):
         return json.load(f)
 
 
+#: the keys every results folder's config.json has (what resume, eval and warm starts read)
+CONFIG_JSON_KEYS = ("algo", "env", "seeds", "seed", "config")
+
+
+def read_config_json(path: str, required: tuple[str, ...] = CONFIG_JSON_KEYS) -> dict:
+    """A results folder's ``config.json`` as a dict.
+
+    Raises:
+      ValueError: the file is not valid JSON, not a JSON object, or lacks a ``required`` key
+        (the message names the file and the missing keys).
+    """
+    try:
+        cfg = _read_json(path)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
+    missing = [k for k in required if k not in cfg]
+    if missing:
+        raise ValueError(
+            f"{path}: missing key(s) {', '.join(map(repr, missing))}; a funrl results folder's "
+            f"config.json has {', '.join(map(repr, required))}"
+        )
+    return cfg
+
+
 def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
          checkpoint_every, chunk_size, progress, plot, hparams, init, init_seed, env_params, overrides) -> dict:
     # ctx is None for a single process; under torchrun this rank trains only its
@@ -359,7 +384,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     start_update = 0
     history_prev = None
     if resume is not None:
-        saved = _on_rank0(ctx, lambda: _read_json(os.path.join(resume, "config.json")))
+        saved = _on_rank0(ctx, lambda: read_config_json(os.path.join(resume, "config.json")))
         algo, env, seeds, seed = saved["algo"], saved["env"], saved["seeds"], saved["seed"]
         overrides = saved["config"]
         total_steps = None
@@ -412,6 +437,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             if v.shape != (seeds,):
                 raise ValueError(f"hparams[{k!r}]: expected shape ({seeds},) (one value per seed), got {tuple(v.shape)}")
             hp_tensors[k] = v[block_start : block_start + block_count]
+        # every rank checks all seeds' values, so all raise together
+        check_hparams(config, hparams)
     state = runner.init(keys, hp_tensors)
     init_info = None
     if init is not None:

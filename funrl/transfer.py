@@ -23,7 +23,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import os
 from types import ModuleType
 from typing import Any
@@ -126,13 +125,15 @@ def load_params(directory: str, map_location: Any = "cpu") -> tuple[Any, dict]:
 
     Raises:
       FileNotFoundError: ``directory`` has no ``config.json``.
+      ValueError: its ``config.json`` is not valid JSON or lacks a key (the message names both).
       funrl.checkpoint.CheckpointError: no usable checkpoint.
     """
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
         raise FileNotFoundError(f"init: {directory!r} is not a funrl results folder (no config.json)")
-    with open(config_path) as f:
-        config = json.load(f)
+    from funrl.runner import read_config_json  # funrl.runner imports this module
+
+    config = read_config_json(config_path, required=("algo", "env", "seeds"))
     module = get(config["algo"])
     manager = ckpt.CheckpointManager(os.path.join(directory, "checkpoints"))
     if manager.latest_step() is None:

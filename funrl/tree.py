@@ -115,6 +115,48 @@ def _tensor_leaves(tree: Any, name: str) -> list[torch.Tensor]:
     return ls
 
 
+def _key_str(k) -> str:
+    for attr in ("key", "idx", "name"):  # MappingKey, SequenceKey, GetAttrKey
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _leaf_path(tree: Any, i: int) -> str:
+    """The path of leaf ``i`` of ``tree``, keys joined with ``"."`` (``"obs.x"``)."""
+    path = _pytree.tree_flatten_with_path(tree)[0][i][0]
+    return ".".join(_key_str(k) for k in path) or "the root"
+
+
+def _check_leaf_shapes(trees: Sequence[Any], dim: int | None) -> None:
+    """Raise ``ValueError`` naming the leaf path unless corresponding tensor leaves have equal shapes.
+
+    ``dim=None`` (stack): whole shapes must match; else (concatenate) all but axis ``dim``.
+    Trees of different structure are left to :func:`map`, which names them.
+    """
+    flat0 = leaves(trees[0])
+    for j, t in enumerate(trees[1:], 1):
+        flat = leaves(t)
+        if len(flat) != len(flat0):
+            return
+        for i, (a, b) in enumerate(zip(flat0, flat)):
+            if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+                continue
+            sa, sb = tuple(a.shape), tuple(b.shape)
+            if dim is None:
+                ok = sa == sb
+                want = f"shape {sa}"
+            else:
+                d = dim % max(len(sa), 1)
+                ok = len(sa) == len(sb) and sa[:d] + sa[d + 1:] == sb[:d] + sb[d + 1:]
+                want = f"shape {sa} except on axis {dim}"
+            if not ok:
+                raise ValueError(
+                    f"trees[{j}]: leaf {_leaf_path(trees[0], i)} has shape {sb}, expected {want} "
+                    f"(its shape in trees[0])"
+                )
+
+
 def stack(trees: Sequence[Any], dim: int = 0) -> Any:
     """Stack a sequence of same-structure pytrees along a new axis ``dim``.
 
@@ -123,6 +165,7 @@ def stack(trees: Sequence[Any], dim: int = 0) -> Any:
     """
     if len(trees) == 0:
         raise ValueError("trees: expected at least one pytree, got an empty sequence")
+    _check_leaf_shapes(trees, None)
     return map(lambda *xs: torch.stack(xs, dim=dim), trees[0], *trees[1:])
 
 
@@ -150,6 +193,7 @@ def concatenate(trees: Sequence[Any], dim: int = 0) -> Any:
     """Concatenate same-structure pytrees leaf-wise along an existing axis ``dim``."""
     if len(trees) == 0:
         raise ValueError("trees: expected at least one pytree, got an empty sequence")
+    _check_leaf_shapes(trees, dim)
     return map(lambda *xs: torch.cat(xs, dim=dim), trees[0], *trees[1:])
 
 

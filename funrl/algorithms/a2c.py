@@ -63,11 +63,13 @@ from funrl.algorithms.common import (
     Algorithm,
     check_config,
     check_freeze,
+    check_hidden_sizes,
+    check_total_timesteps,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
-    one_seed_lift,
     make_train_from,
+    one_seed_lift,
     with_frozen,
 )
 from funrl.envs import spaces
@@ -103,12 +105,14 @@ class Config:
 
     def __post_init__(self):
         check_freeze(self)
+        check_hidden_sizes(self)
         check_config(
             self,
             positive=("learning_rate", "eps", "max_grad_norm"),
             unit=("alpha", "gamma", "gae_lambda"),
             ints=("total_timesteps", "num_envs", "num_steps"),
         )
+        check_total_timesteps(self, ("num_envs", "num_steps"))
         for name in ("use_rms_prop", "normalize_advantage", "bootstrap_truncation"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"config.{name}: expected a bool, got {getattr(self, name)!r}")

@@ -29,6 +29,7 @@ them over axis 0.  Everything that touches per-seed data lives in a piece.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 from typing import Any, Callable, NamedTuple
@@ -49,6 +50,10 @@ __all__ = [
     "Runner",
     "hyperparams_from_config",
     "check_config",
+    "check_hparams",
+    "check_hidden_sizes",
+    "check_total_timesteps",
+    "check_batch_fits_buffer",
     "masked_mean",
     "episode_metrics",
     "param_paths",
@@ -186,6 +191,8 @@ def hyperparams_from_config(config, names: tuple[str, ...], hparams: dict | None
     unknown = sorted(set(hparams) - set(names))
     if unknown:
         raise ValueError(f"hparams: unknown hyper-parameter(s) {unknown}; batchable ones are {list(names)}")
+    # Python numbers only: tensors here are usually batched (vmap) or traced (compile)
+    check_hparams(config, {k: v for k, v in hparams.items() if isinstance(v, (int, float))})
     out = {}
     for n in names:
         v = hparams.get(n, getattr(config, n))
@@ -193,6 +200,87 @@ def hyperparams_from_config(config, names: tuple[str, ...], hparams: dict | None
         if out[n].ndim != 0:
             raise ValueError(f"hparams[{n!r}]: expected a scalar per seed (batch with vmap), got shape {tuple(out[n].shape)}")
     return out
+
+
+def _concrete_values(v) -> list:
+    """The values of ``v`` worth checking: a Python number, or the extremes of a concrete list/tensor.
+
+    Tensors being transformed or traced (under ``vmap``, ``grad`` or ``torch.compile``) give ``[]``:
+    their values cannot be read there.
+    """
+    if isinstance(v, (bool, int, float)):
+        return [v]
+    if isinstance(v, torch.Tensor):
+        if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(v):
+            return []
+    elif not isinstance(v, (list, tuple)):
+        return [v]  # let the Config's own check name the type
+    t = torch.as_tensor(v, dtype=torch.float64, device="cpu")
+    if t.numel() == 0:
+        return []
+    if torch.isnan(t).any():
+        return [float("nan")]
+    # every Config range is an interval, so its extremes decide
+    return sorted({float(t.min()), float(t.max())})
+
+
+def check_hparams(config, hparams: dict | None, name: str = "hparams") -> None:
+    """Check concrete per-seed hyper-parameter values against the Config's own valid ranges.
+
+    Each value (a Python number, or a list/tensor with one value per seed) is checked by
+    re-running the Config's validation with it (``dataclasses.replace``), so a sweep value
+    is held to the same range as the field (e.g. ``learning_rate > 0``, ``gamma`` in
+    ``[0, 1]``).  Values under ``vmap``/``grad``/``torch.compile`` cannot be read and are
+    not checked; the runner and ``train`` check them before lifting.  Unknown names are
+    left to :func:`hyperparams_from_config`.
+
+    Raises:
+      ValueError: naming ``hparams[<name>]``, the bad value and the valid range.
+    """
+    field_names = {f.name for f in dataclasses.fields(config)}
+    for key, v in (hparams or {}).items():
+        if key not in field_names:
+            continue
+        for x in _concrete_values(v):
+            try:
+                dataclasses.replace(config, **{key: x})
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{name}[{key!r}]: got {x!r}, outside the valid range ({e})") from None
+
+
+def check_hidden_sizes(config, name: str = "hidden_sizes") -> None:
+    """Require ``config.<name>`` to be a tuple (or list) of ints >= 1; errors name the field."""
+    v = getattr(config, name)
+    if (
+        isinstance(v, (str, bytes))
+        or not isinstance(v, (tuple, list))
+        or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in v)
+    ):
+        raise ValueError(f"config.{name}: expected a tuple of positive ints (e.g. (64, 64)), got {v!r}")
+
+
+def check_total_timesteps(config, factors: tuple[str, ...]) -> None:
+    """Require ``total_timesteps`` >= one update's env steps per seed, the product of the ``factors`` fields.
+
+    Below that, ``num_updates = max(1, total_timesteps // steps_per_update)`` would
+    silently run one whole update, more env steps than asked for.
+    """
+    per_update = math.prod(getattr(config, f) for f in factors)
+    if config.total_timesteps < per_update:
+        how = " * ".join(f"{f} ({getattr(config, f)})" for f in factors)
+        raise ValueError(
+            f"config.total_timesteps: expected at least one update's env steps per seed, "
+            f"{how} = {per_update}, got {config.total_timesteps}; raise total_timesteps or make updates smaller"
+        )
+
+
+def check_batch_fits_buffer(config) -> None:
+    """Require a replay ``batch_size`` of at most ``buffer_size`` transitions."""
+    if config.batch_size > config.buffer_size:
+        raise ValueError(
+            f"config.batch_size: expected at most config.buffer_size ({config.buffer_size}) transitions, "
+            f"got batch_size={config.batch_size}; a batch cannot be larger than the replay buffer"
+        )
 
 
 def check_config(config, positive: tuple[str, ...] = (), unit: tuple[str, ...] = (), ints: tuple[str, ...] = ()) -> None:
@@ -333,6 +421,7 @@ def make_train_from(make_algorithm: Callable, config, env, env_params) -> Callab
         if hparams is None:
             state = init_default(key)
         else:
+            check_hparams(config, hparams)  # concrete values only: under vmap(train) they cannot be read
             # floats become tensors here so that they can take the batch-of-one axis
             hparams = {k: torch.as_tensor(v, dtype=torch.float32, device=key.device) for k, v in hparams.items()}
             state = init_one(key, hparams)
@@ -410,6 +499,7 @@ class Runner:
             got = (keys.dtype, tuple(keys.shape)) if isinstance(keys, torch.Tensor) else type(keys).__name__
             raise ValueError(f"keys: expected an int64 tensor of shape (S, 2) (funrl.random.split(key, S)), got {got}")
         S = keys.shape[0]
+        check_hparams(self.config, hparams)
         if hparams is None:
             return _materialize(torch.func.vmap(lambda k: self.algorithm.init(k, None))(keys))
         hp = {}

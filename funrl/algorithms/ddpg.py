@@ -49,13 +49,16 @@ from funrl import random as jr
 from funrl.algorithms import replay
 from funrl.algorithms.common import (
     Algorithm,
+    check_batch_fits_buffer,
     check_config,
     check_freeze,
+    check_hidden_sizes,
+    check_total_timesteps,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
-    one_seed_lift,
     make_train_from,
+    one_seed_lift,
     with_frozen,
 )
 from funrl.envs import spaces
@@ -91,6 +94,8 @@ class Config:
             unit=("gamma", "tau"),
             ints=("total_timesteps", "num_envs", "train_frequency", "buffer_size", "batch_size", "policy_frequency"),
         )
+        check_total_timesteps(self, ("num_envs", "train_frequency"))
+        check_batch_fits_buffer(self)
         _check_common(self)
 
     @property
@@ -120,10 +125,8 @@ def _check_common(config) -> None:
     ls = config.learning_starts
     if isinstance(ls, bool) or not isinstance(ls, int) or ls < 0:
         raise ValueError(f"config.learning_starts: expected an int >= 0, got {ls!r}")
-    hidden = config.hidden_sizes
-    if not isinstance(hidden, (tuple, list)) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-        raise ValueError(f"config.hidden_sizes: expected a tuple of positive ints, got {hidden!r}")
-    object.__setattr__(config, "hidden_sizes", tuple(hidden))  # frozen dataclass
+    check_hidden_sizes(config)
+    object.__setattr__(config, "hidden_sizes", tuple(config.hidden_sizes))  # frozen dataclass
     for name in ("exploration_noise", "policy_noise", "noise_clip"):
         v = getattr(config, name, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:

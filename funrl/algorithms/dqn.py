@@ -56,13 +56,16 @@ from funrl import random as jr
 from funrl.algorithms import replay
 from funrl.algorithms.common import (
     Algorithm,
+    check_batch_fits_buffer,
     check_config,
     check_freeze,
+    check_hidden_sizes,
+    check_total_timesteps,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
-    one_seed_lift,
     make_train_from,
+    one_seed_lift,
     with_frozen,
 )
 from funrl.envs import spaces
@@ -115,6 +118,7 @@ class Config:
 
     def __post_init__(self):
         check_freeze(self)
+        check_hidden_sizes(self)
         check_config(
             self,
             positive=("learning_rate", "adam_eps"),
@@ -128,6 +132,8 @@ class Config:
                 "train_frequency",
             ),
         )
+        check_total_timesteps(self, ("num_envs", "train_frequency"))
+        check_batch_fits_buffer(self)
         ls = self.learning_starts
         if isinstance(ls, bool) or not isinstance(ls, int) or ls < 0:
             raise ValueError(f"config.learning_starts: expected an int >= 0, got {ls!r}")

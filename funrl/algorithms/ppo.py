@@ -37,11 +37,13 @@ from funrl.algorithms.common import (
     Algorithm,
     check_config,
     check_freeze,
+    check_hidden_sizes,
+    check_total_timesteps,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
-    one_seed_lift,
     make_train_from,
+    one_seed_lift,
     with_frozen,
 )
 from funrl.envs import spaces
@@ -76,12 +78,14 @@ class Config:
 
     def __post_init__(self):
         check_freeze(self)
+        check_hidden_sizes(self)
         check_config(
             self,
             positive=("learning_rate", "adam_eps", "clip_coef", "max_grad_norm"),
             unit=("gamma", "gae_lambda"),
             ints=("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches"),
         )
+        check_total_timesteps(self, ("num_envs", "num_steps"))
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise ValueError(
                 f"config.num_minibatches: must divide num_envs * num_steps = {self.num_envs * self.num_steps}, "

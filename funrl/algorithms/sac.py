@@ -52,13 +52,15 @@ from funrl import random as jr
 from funrl.algorithms import replay
 from funrl.algorithms.common import (
     Algorithm,
+    check_batch_fits_buffer,
     check_config,
     check_freeze,
+    check_total_timesteps,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
-    one_seed_lift,
     make_train_from,
+    one_seed_lift,
     with_frozen,
 )
 from funrl.algorithms.ddpg import (
@@ -116,6 +118,8 @@ class Config:
                 "target_network_frequency",
             ),
         )
+        check_total_timesteps(self, ("num_envs", "train_frequency"))
+        check_batch_fits_buffer(self)
         _check_common(self)
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha > 0:
             raise ValueError(f"config.alpha: expected a number > 0, got {self.alpha!r}")

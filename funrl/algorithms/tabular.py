@@ -79,10 +79,11 @@ from funrl import random as jr
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
+    check_total_timesteps,
     episode_metrics,
     hyperparams_from_config,
-    one_seed_lift,
     make_train_from,
+    one_seed_lift,
 )
 from funrl.envs import spaces
 from funrl.envs.wrappers import LogWrapper
@@ -121,6 +122,7 @@ class Config:
             unit=("gamma", "start_e", "end_e", "exploration_fraction"),
             ints=("total_timesteps", "num_envs", "num_steps"),
         )
+        check_total_timesteps(self, ("num_envs", "num_steps"))
         if isinstance(self.initial_q, bool) or not isinstance(self.initial_q, (int, float)):
             raise ValueError(f"config.initial_q: expected a number, got {self.initial_q!r}")
         if not isinstance(self.anneal_lr, bool):

@@ -43,13 +43,15 @@ from funrl import random as jr
 from funrl.algorithms import replay
 from funrl.algorithms.common import (
     Algorithm,
+    check_batch_fits_buffer,
     check_config,
     check_freeze,
+    check_total_timesteps,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
-    one_seed_lift,
     make_train_from,
+    one_seed_lift,
     with_frozen,
 )
 from funrl.algorithms.ddpg import (
@@ -97,6 +99,8 @@ class Config:
             unit=("gamma", "tau"),
             ints=("total_timesteps", "num_envs", "train_frequency", "buffer_size", "batch_size", "policy_frequency"),
         )
+        check_total_timesteps(self, ("num_envs", "train_frequency"))
+        check_batch_fits_buffer(self)
         _check_common(self)
 
     @property

@@ -100,6 +100,11 @@ class Acrobot(Environment):
     Reset: all four state variables ~ U(-0.1, 0.1).
     """
 
+    #: params that must be > 0 (checked by ``funrl.envs.make`` on overrides)
+    POSITIVE_PARAMS = ("dt", "link_moi")
+    #: params that must be >= 0
+    NONNEGATIVE_PARAMS = ("torque_noise_max",)
+
     def __init__(self, book_or_nips: str = "book"):
         if book_or_nips not in ("book", "nips"):
             raise ValueError(f"book_or_nips: expected 'book' or 'nips', got {book_or_nips!r}")

@@ -67,6 +67,9 @@ class CartPole(Environment):
     theta_threshold_radians``.  Reset: each state variable ~ U(-0.05, 0.05).
     """
 
+    #: params that must be > 0 (checked by ``funrl.envs.make`` on overrides)
+    POSITIVE_PARAMS = ("masscart", "masspole", "length", "force_mag", "tau", "theta_threshold_radians", "x_threshold")
+
     def __init__(self, sutton_barto_reward: bool = False, kinematics_integrator: str = "euler"):
         if kinematics_integrator not in ("euler", "semi-implicit euler"):
             raise ValueError(

@@ -96,6 +96,9 @@ class MountainCar(Environment):
     Reset: ``position ~ U(-0.6, -0.4)``, ``velocity = 0``.
     """
 
+    #: params that must be > 0 (checked by ``funrl.envs.make`` on overrides)
+    POSITIVE_PARAMS = ("max_speed", "force")
+
     def default_params(self, dtype: torch.dtype = torch.float32) -> MountainCarParams:
         """gymnasium's constants in ``dtype``; ``max_episode_steps`` 200."""
 
@@ -148,6 +151,9 @@ class MountainCarContinuous(Environment):
     ``position >= goal_position`` (0.45) and ``velocity >= goal_velocity``.
     Reset: ``position ~ U(-0.6, -0.4)``, ``velocity = 0``.
     """
+
+    #: params that must be > 0 (checked by ``funrl.envs.make`` on overrides)
+    POSITIVE_PARAMS = ("max_speed", "power")
 
     def default_params(self, dtype: torch.dtype = torch.float32) -> MountainCarContinuousParams:
         """gymnasium's constants in ``dtype``; ``max_episode_steps`` 999."""

@@ -59,6 +59,9 @@ class Pendulum(Environment):
     Reset: ``theta ~ U(-pi, pi)``, ``theta_dot ~ U(-1, 1)``.
     """
 
+    #: params that must be > 0 (checked by ``funrl.envs.make`` on overrides)
+    POSITIVE_PARAMS = ("max_speed", "max_torque", "dt", "m", "l")
+
     def default_params(self, dtype: torch.dtype = torch.float32) -> PendulumParams:
         """gymnasium's constants (``g = 10``) in ``dtype``; ``max_episode_steps`` 200."""
 

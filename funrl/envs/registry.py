@@ -85,7 +85,22 @@ def _constructor_args(cls) -> set[str]:
     }
 
 
-def _override(params, overrides: dict, valid_extra: set[str], env_id: str):
+def _check_param_range(k, v: torch.Tensor, cls, env_id: str) -> None:
+    """Overrides of positive params (and ``max_episode_steps``) must be in range (all values of a batch)."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(v) or v.numel() == 0:
+        return  # values under vmap/grad cannot be read
+    if k == "max_episode_steps" or k in getattr(cls, "POSITIVE_PARAMS", ()):
+        bad, want = ~(v > 0), "> 0"
+    elif k in getattr(cls, "NONNEGATIVE_PARAMS", ()):
+        bad, want = ~(v >= 0), ">= 0"
+    else:
+        return
+    if bad.any():
+        got = v[bad].flatten()[0].item()
+        raise ValueError(f"{k}: expected a value {want} for {env_id}, got {got}")
+
+
+def _override(params, overrides: dict, valid_extra: set[str], env_id: str, cls=None):
     fields = {f.name for f in dataclasses.fields(params)}
     unknown = [k for k in overrides if k not in fields]
     if unknown:
@@ -106,6 +121,7 @@ def _override(params, overrides: dict, valid_extra: set[str], env_id: str):
                     raise ValueError(f"{k}: expected an integer, got {v}")
                 v = int(v)
             v = torch.as_tensor(v, dtype=old.dtype, device=old.device).clone()
+            _check_param_range(k, v, cls, env_id)
             if v.shape != old.shape:
                 if v.ndim != old.ndim + 1 or v.shape[1:] != old.shape or v.shape[0] < 1:
                     raise ValueError(
@@ -148,8 +164,10 @@ def make(env_id: str, dtype: torch.dtype = torch.float32, **overrides: Any):
       ``(env, params)``.
 
     Raises:
-      ValueError: unknown id (close matches suggested) or unknown override name
-        (valid names listed).
+      ValueError: unknown id (close matches suggested), unknown override name
+        (valid names listed), or an override out of range: ``max_episode_steps``
+        and the env's ``POSITIVE_PARAMS`` (e.g. CartPole's ``length``) must be
+        > 0, its ``NONNEGATIVE_PARAMS`` >= 0 (every value of a batched override).
     """
     s = spec(env_id)
     if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
@@ -166,7 +184,7 @@ def make(env_id: str, dtype: torch.dtype = torch.float32, **overrides: Any):
     env = cls(**kwargs)
     env.spec = s
     params = env.default_params(dtype)
-    params = _override(params, param_over, ctor, env_id)
+    params = _override(params, param_over, ctor, env_id, cls)
     return env, params
 
 

@@ -11,7 +11,9 @@ default (``stop_target_gradients=True``, as in rlax), so the gradient of
 
 Actions are integer indices in ``[0, A)``.  Indexing goes through
 ``torch.gather``: an out-of-range action raises a RuntimeError in eager CPU
-mode and a device-side assert on CUDA (no value checks are possible under vmap).
+mode (also under vmap) and a device-side assert on CUDA; actions are never
+checked by value (that cannot run under vmap or torch.compile).  Action-value
+arguments must all have the same number of actions ``A`` (checked on shapes).
 The distributional (categorical, quantile) variants live in
 ``funrl.losses.distributional``.
 """
@@ -54,6 +56,17 @@ def _check_same_shape(ref_name, ref, **others) -> None:
         if x.shape != ref.shape:
             raise ValueError(
                 f"{name}: expected shape {tuple(ref.shape)} (the shape of {ref_name}), got {tuple(x.shape)}"
+            )
+
+
+def _check_actions(ref_name, ref, **others) -> None:
+    """Every tensor in ``others`` has as many actions (last axis) as ``ref``."""
+    num_actions = ref.shape[-1]
+    for name, x in others.items():
+        if x.shape[-1] != num_actions:
+            raise ValueError(
+                f"{name}: expected {num_actions} actions on the last axis (as {ref_name}, shape "
+                f"{tuple(ref.shape)}), got shape {tuple(x.shape)}"
             )
 
 
@@ -167,6 +180,7 @@ def sarsa(
       float ``()`` TD error.
     """
     _check_transition(q_tm1, a_tm1, r_t, discount_t, [("q_t", q_t, 1, "float"), ("a_t", a_t, 0, "int")])
+    _check_actions("q_tm1", q_tm1, q_t=q_t)
     target_tm1 = r_t + discount_t * batched_index(q_t, a_t)
     return _td_error(target_tm1, batched_index(q_tm1, a_tm1), stop_target_gradients)
 
@@ -198,6 +212,7 @@ def expected_sarsa(
       float ``()`` TD error.
     """
     _check_transition(q_tm1, a_tm1, r_t, discount_t, [("q_t", q_t, 1, "float"), ("probs_a_t", probs_a_t, 1, "float")])
+    _check_actions("q_tm1", q_tm1, q_t=q_t)
     _check_same_shape("q_t", q_t, probs_a_t=probs_a_t)
     target_tm1 = r_t + discount_t * torch.sum(q_t * probs_a_t, dim=-1)
     return _td_error(target_tm1, batched_index(q_tm1, a_tm1), stop_target_gradients)
@@ -228,6 +243,7 @@ def q_learning(
       float ``()`` TD error.
     """
     _check_transition(q_tm1, a_tm1, r_t, discount_t, [("q_t", q_t, 1, "float")])
+    _check_actions("q_tm1", q_tm1, q_t=q_t)
     target_tm1 = r_t + discount_t * torch.amax(q_t, dim=-1)
     return _td_error(target_tm1, batched_index(q_tm1, a_tm1), stop_target_gradients)
 
@@ -267,6 +283,7 @@ def double_q_learning(
         q_tm1, a_tm1, r_t, discount_t,
         [("q_t_value", q_t_value, 1, "float"), ("q_t_selector", q_t_selector, 1, "float")],
     )
+    _check_actions("q_tm1", q_tm1, q_t_value=q_t_value)
     _check_same_shape("q_t_value", q_t_value, q_t_selector=q_t_selector)
     target_tm1 = r_t + discount_t * batched_index(q_t_value, torch.argmax(q_t_selector, dim=-1))
     return _td_error(target_tm1, batched_index(q_tm1, a_tm1), stop_target_gradients)
@@ -369,7 +386,9 @@ def qv_max(
 def _check_q_sequence(q_tm1, a_tm1, r_t, discount_t, q_t):
     _check([("q_tm1", q_tm1, 2, "float"), ("a_tm1", a_tm1, 1, "int"), ("r_t", r_t, 1, "float"),
             ("discount_t", discount_t, 1, "float"), ("q_t", q_t, 2, "float")])
-    return _check_time("q_tm1", q_tm1, a_tm1=a_tm1, r_t=r_t, discount_t=discount_t, q_t=q_t)
+    length = _check_time("q_tm1", q_tm1, a_tm1=a_tm1, r_t=r_t, discount_t=discount_t, q_t=q_t)
+    _check_actions("q_tm1", q_tm1, q_t=q_t)
+    return length
 
 
 def sarsa_lambda(

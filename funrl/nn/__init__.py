@@ -451,10 +451,16 @@ def _check_init(f, name: str):
     return f
 
 
-def _check_input(x, size: int, name: str = "x") -> torch.Tensor:
+def _check_input(x, size: int, name: str = "x", weight=None, weight_name: str = "params['weight']") -> torch.Tensor:
     check_tensor(x, name)
     if x.ndim < 1 or x.shape[-1] != size:
         raise ValueError(f"{name}: expected shape (..., {size}), got {tuple(x.shape)}")
+    if isinstance(weight, torch.Tensor) and x.dtype != weight.dtype:
+        # torch would raise deep inside a matmul, or silently promote in the multiply-sum path
+        raise TypeError(
+            f"{name}: expected dtype {weight.dtype} (the dtype of {weight_name}), got {x.dtype}; "
+            f"cast the input with x.to({weight.dtype}) or build the model with dtype={x.dtype}"
+        )
     return x
 
 
@@ -500,8 +506,8 @@ def Linear(
         return params
 
     def apply(params: dict, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, in_features)
         w, b = params["weight"], params.get("bias")
+        _check_input(x, in_features, weight=w)
         if out_features <= _SMALL_OUT:
             # Why: with 1-4 outputs (value heads, small action spaces) an unbatched
             # matmul dispatches to a gemv kernel but a vmapped one to batched gemm,
@@ -616,7 +622,7 @@ def mlp(
         return params
 
     def apply(params: dict, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, sizes[0])
+        _check_input(x, sizes[0], weight=params["linear_0"]["weight"], weight_name="params['linear_0']['weight']")
         for i, layer in enumerate(layers):
             x = layer.apply(params[f"linear_{i}"], x)
             if i < n - 1:
