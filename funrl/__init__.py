@@ -2,7 +2,7 @@
 
 Submodules are imported on first use (``funrl.random``, ``funrl.tree``,
 ``funrl.nn``, ``funrl.optim``, ``funrl.distributions``, ``funrl.envs``,
-``funrl.losses``, ``funrl.dp``, ``funrl.algorithms``, ...), so ``import funrl``
+``funrl.losses``, ``funrl.dp``, ``funrl.algorithms``, ``funrl.lm``, ...), so ``import funrl``
 stays cheap.
 
 Reproducibility contract (README, "Reproducibility"): keys, random draws,
@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "random", "tree", "nn", "optim", "distributions", "envs", "losses", "dp",
     "algorithms", "testing", "stats", "checkpoint", "cli", "distributed", "compile", "ops", "transfer",
+    "lm", "runner", "evaluation", "plotting",
 }
 
 

@@ -38,8 +38,12 @@ def _config_help(algo: str) -> str:
     return "\n".join(lines)
 
 
-def build_parser(algo_for_help: str = "ppo") -> argparse.ArgumentParser:
-    """The argument parser (``algo_for_help`` selects the Config listed by ``train --help``)."""
+def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
+    """The argument parser (``algo_for_help`` selects the Config listed by ``train --help``).
+
+    ``algo_for_help=None`` leaves that list out: building it imports the algorithm
+    (and torch), which ``funrl --help``, ``algos`` and every non-help command do not need.
+    """
     from funrl.algorithms import list_algorithms
 
     parser = argparse.ArgumentParser(prog="funrl", description="funrl: functional RL for PyTorch")
@@ -49,7 +53,7 @@ def build_parser(algo_for_help: str = "ppo") -> argparse.ArgumentParser:
         "train",
         help="train an algorithm on many seeds at once",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_config_help(algo_for_help),
+        epilog=_config_help(algo_for_help) if algo_for_help else None,
     )
     tr.add_argument("algo", nargs="?", default="ppo", help=f"one of: {', '.join(list_algorithms())} (default ppo)")
     tr.add_argument("--env", "--task", dest="env", default=None,
@@ -127,13 +131,15 @@ def _parse_env_sets(items: list[str]) -> dict:
     return out
 
 
-def _algo_in_argv(argv: list[str]) -> str:
+def _algo_in_argv(argv: list[str]) -> str | None:
+    """The algorithm whose Config ``train --help`` lists (None when no train help is asked for)."""
     from funrl.algorithms import ALGORITHMS
 
-    if argv and argv[0] == "train":
-        for a in argv[1:]:
-            if a.lower() in ALGORITHMS:
-                return a.lower()
+    if not argv or argv[0] != "train" or not {"-h", "--help"} & set(argv):
+        return None
+    for a in argv[1:]:
+        if a.lower() in ALGORITHMS:
+            return a.lower()
     return "ppo"
 
 
@@ -172,10 +178,15 @@ def _rank_failed() -> type:
 
 
 def _cmd_algos() -> int:
-    from funrl.algorithms import DEFAULT_ENVS, get
+    import ast
+    import importlib.util
 
-    for name in DEFAULT_ENVS:
-        doc = (get(name).__doc__ or "").strip().splitlines()[0]
+    from funrl.algorithms import ALGORITHMS, DEFAULT_ENVS
+
+    for name, path in ALGORITHMS.items():
+        # the docstring read from the source, not imported: listing must not pay for torch
+        with open(importlib.util.find_spec(path).origin) as f:
+            doc = (ast.get_docstring(ast.parse(f.read())) or "").strip().splitlines()[0]
         print(f"{name:10} default env {DEFAULT_ENVS[name]:16} {doc}")
     return 0
 

@@ -134,7 +134,24 @@ def _check_transfer(result: dict) -> None:
     assert len(result["load_average_before"]) == 3
 
 
-CHECKS = {"throughput.py": _check_throughput, "learning.py": _check_learning, "transfer.py": _check_transfer}
+def _check_lm(result: dict) -> None:
+    assert result["benchmark"] == "lm" and result["quick"] is True and result["task"] == "random-walks"
+    assert [r["name"] for r in result["rows"]] == ["grpo", "grpo-lora"]
+    for row in result["rows"]:
+        assert row["seeds"] == 2 and row["updates"] == 2 + 2  # QUICK: 4 / 2 pretraining updates, 16 / 8 RL updates
+        for phase in ("pretrained", "final", "greedy"):
+            assert 0.0 <= row[phase]["ci_low"] <= row[phase]["iqm"] <= row[phase]["ci_high"] <= 1.0
+        assert row["kl"] >= 0 and row["kl_per_sequence"] >= 0 and _finite_positive(row["wall_s"])
+    full, lora = result["rows"]
+    assert full["trainable_fraction"] == 1.0 and 0 < lora["trainable_fraction"] < 0.5
+    assert full["trainable_params"] == full["params"] == lora["params"]
+    assert {(r["cache"], r["mode"]) for r in result["sampling"]} == {(True, "eager"), (False, "eager")}
+    for r in result["sampling"]:
+        assert r["tokens_per_s"] == pytest.approx(r["seeds"] * r["prompts"] * r["new_tokens"] / r["call_s"], rel=1e-9)
+
+
+CHECKS = {"throughput.py": _check_throughput, "learning.py": _check_learning, "transfer.py": _check_transfer,
+          "lm.py": _check_lm}
 
 
 def test_the_assigned_scripts_exist_and_offer_quick():

@@ -202,3 +202,19 @@ def test_chunk_returns_weights_by_episodes_and_marks_seeds_without_episodes():
     assert out[0].item() == (10.0 * 1 + 20.0 * 3) / 4
     assert math.isnan(out[1].item())  # no episode: not a return of 0
     assert out[2].item() == 5.0
+
+
+def test_help_and_algos_start_without_importing_torch():
+    """funrl --help and funrl algos answer at once: they import neither torch nor an algorithm."""
+    import subprocess
+    import sys
+
+    for args, shown in ((["--help"], "algos"), (["algos"], "grpo       default env random-walks")):
+        code = (
+            "import sys\nfrom funrl.cli import main\n"
+            f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert shown in proc.stdout

@@ -269,3 +269,26 @@ def test_cli_train_eval_resume(tmp_path, walks):
     assert main(["train", "--resume", out, "--no-progress", "--no-plot"]) == 0
     _, resumed, _ = ckpt.CheckpointManager(os.path.join(out, "checkpoints")).load()
     assert_match(resumed["state"], final["state"])
+
+
+def _task_with_reward(reward_value):
+    base = tasks.make("sort")
+    return base._replace(name="bad", reward=lambda p, pm, c, cm: base.reward(p, pm, c, cm) * 0 + reward_value)
+
+
+def test_reward_outside_the_declared_range_stops_the_run_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(tasks.TASKS, "bad", lambda: _task_with_reward(1.5))
+    with pytest.raises(ValueError, match=r"task.reward: the 'bad' task declares rewards in \[0.0, 1.0\].*update\(s\) \[1, 2\]"):
+        funrl.run("grpo", env="bad", seeds=2, out=str(tmp_path / "r"), progress=False, plot=False,
+                  chunk_size=2, **TINY)
+    # within range: runs
+    monkeypatch.setitem(tasks.TASKS, "bad", lambda: _task_with_reward(0.5))
+    result = funrl.run("grpo", env="bad", seeds=2, out=str(tmp_path / "ok"), progress=False, plot=False, **TINY)
+    assert result["summary"]["iqm"] == pytest.approx(0.5)
+
+
+def test_reward_of_the_wrong_shape_names_the_reward():
+    base = tasks.make("sort")
+    task = base._replace(reward=lambda p, pm, c, cm: torch.stack([base.reward(p, pm, c, cm)] * 2))
+    with pytest.raises(ValueError, match="task.reward"):
+        grpo.make_train(grpo.Config(**TINY), task)(jr.key(0))

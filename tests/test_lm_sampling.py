@@ -190,3 +190,15 @@ def test_score_bad_input_names_the_argument(model, params):
         score(model.apply, params, PROMPTS, PROMPT_MASK, tokens[:2], torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="use_cache"):
         sample(jr.key(0), model.apply, params, PROMPTS, PROMPT_MASK, 2)
+
+
+def test_group_rows_by_prompt():
+    from funrl.lm import group
+
+    x = torch.arange(12).reshape(6, 2)
+    g = group(x, 3)
+    assert g.shape == (2, 3, 2) and torch.equal(g[1, 0], x[3])
+    with pytest.raises(ValueError, match="group_size"):
+        group(x, 4)  # 4 does not divide 6
+    with pytest.raises(ValueError, match="group_size"):
+        group(x, 1)

@@ -38,6 +38,7 @@ import torch
 from funrl.algorithms.common import Algorithm, make_train_from, one_seed_lift
 from funrl.algorithms.lm_common import (
     COMPILE,
+    check_metrics,
     PolicyConfig,
     check_choices,
     check_nonnegative,
@@ -46,9 +47,10 @@ from funrl.algorithms.lm_common import (
     make_parts,
     make_policy_update,
 )
+from funrl.lm import group
 from funrl.losses.sequence import group_relative_advantages
 
-__all__ = ["COMPILE", "Config", "HYPERPARAMS", "PARAMS", "TARGETS", "make_algorithm", "make_train", "make_env", "evaluate"]
+__all__ = ["COMPILE", "Config", "HYPERPARAMS", "PARAMS", "TARGETS", "make_algorithm", "make_train", "make_env", "evaluate", "check_metrics"]
 
 _NORMALIZE = ("group", "batch", "none")
 
@@ -86,7 +88,7 @@ def make_algorithm(config: Config, task, env_params=None, lift=one_seed_lift) ->
     parts = make_parts(config, task, HYPERPARAMS)
 
     def advantages(state, batch):
-        rewards = batch.rewards.reshape(config.num_prompts, config.group_size)  # one row per prompt
+        rewards = group(batch.rewards, config.group_size)  # one row per prompt
         return group_relative_advantages(rewards, config.advantage_normalize, config.advantage_eps).reshape(-1)
 
     return Algorithm(

@@ -41,9 +41,9 @@ import torch
 
 from funrl import nn, optim, tree
 from funrl import random as jr
-from funrl.algorithms.common import check_config
+from funrl.algorithms.common import check_config, hyperparams_from_config
 from funrl.lm import tasks as lm_tasks
-from funrl.lm.sampling import completion_logits, sample, score
+from funrl.lm.sampling import completion_logits, group, sample, score
 from funrl.losses.sequence import (
     kl_divergence_estimate,
     masked_aggregate,
@@ -66,6 +66,8 @@ __all__ = [
     "METRIC_NAMES",
     "COMPILE",
     "evaluate",
+    "check_metrics",
+    "check_reward_shape",
     "token_stats",
     "policy_logits",
     "make_policy_update",
@@ -81,7 +83,7 @@ COMPILE = False
 
 #: every LM algorithm reports these metrics in both phases
 METRIC_NAMES = ("episode_return", "episode_length", "episodes", "kl", "entropy", "clip_frac",
-                "zero_std_frac", "loss", "sft_loss", "phase")
+                "zero_std_frac", "loss", "sft_loss", "phase", "reward_out_of_range")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +96,7 @@ class LMConfig:
     pretrain_steps: int = 400  #: supervised gradient steps on the task's demonstrations before RL (0: none)
     pretrain_steps_per_update: int = 4  #: supervised steps per pretraining update (each update also samples once)
     pretrain_learning_rate: float = 1e-3  #: Adam step size of pretraining
-    learning_rate: float = 3e-4  #: Adam step size of RL (batchable)
+    learning_rate: float = 3e-4  #: Adam step size of RL (batchable; 0 runs RL without moving the params)
     max_grad_norm: float = 1.0  #: global gradient-norm clip in both phases
     temperature: float = 1.0  #: sampling temperature (log-probs are scored at the same temperature)
     d_model: int = 64  #: transformer width
@@ -107,12 +109,14 @@ class LMConfig:
     def _check_lm(self):
         check_config(
             self,
-            positive=("learning_rate", "pretrain_learning_rate", "max_grad_norm", "temperature", "lora_alpha"),
+            positive=("pretrain_learning_rate", "max_grad_norm", "temperature", "lora_alpha"),
             ints=("num_prompts", "d_model", "n_heads", "n_layers", "pretrain_steps_per_update"),
         )
         if self.pretrain_steps % self.pretrain_steps_per_update:
             raise ValueError(f"config.pretrain_steps: expected a multiple of pretrain_steps_per_update "
                              f"({self.pretrain_steps_per_update}), got {self.pretrain_steps}")
+        # learning_rate 0 is allowed: the field's sanity check (ratio exactly 1, KL exactly 0 throughout)
+        check_nonnegative(self, "learning_rate")
         for name in ("total_timesteps", "pretrain_steps", "lora_rank"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -218,7 +222,7 @@ class LMAlgorithmParts(NamedTuple):
 
     model: Any  #: the base funrl Transformer
     policy_model: Any  #: what is sampled from (the base, or the base with adapters)
-    init: Callable  #: init(key, hparams, rl_trainable_extra) -> LMState
+    init: Callable  #: init(key, hparams=None) -> LMState
     policy_params: Callable  #: state -> params of policy_model
     reference_params: Callable  #: state -> params of model (the reference)
     rl_params: Callable  #: state -> what RL differentiates: {"policy": params or adapters[, "value_head"]}
@@ -226,7 +230,7 @@ class LMAlgorithmParts(NamedTuple):
     with_rl_params: Callable  #: (state, new) -> state
     generate: Callable  #: (state) -> (state, Batch)
     pretrain: Callable  #: (state) -> (state, metrics)
-    rl_step: Callable  #: (state, trained, loss_fn) -> (state, aux): grad + clip + Adam on RL's trained tree
+    rl_step: Callable  #: (state, loss_fn) -> (state, aux): grad + clip + Adam on what RL trains
     metrics: Callable  #: (batch, **rl_values) -> metrics dict with METRIC_NAMES
 
 
@@ -244,8 +248,6 @@ def make_parts(config: LMConfig, task, hyperparams: tuple[str, ...], extra_rl_pa
     ``extra_rl_params(key, params) -> dict`` (ppo_lm's value head) adds params
     that RL trains next to the policy's.
     """
-    from funrl.algorithms.common import hyperparams_from_config
-
     if not isinstance(task, lm_tasks.Task):
         raise TypeError(f"task: expected a funrl.lm.tasks.Task (funrl.lm.tasks.make(name)), got {type(task).__name__}")
     P, L = task.prompt_len, task.max_new_tokens
@@ -305,6 +307,7 @@ def make_parts(config: LMConfig, task, hyperparams: tuple[str, ...], extra_rl_pa
         pol = _detached(policy_params(state))
         out = sample(k_sample, policy_model, pol, prompts, prompt_mask, L, config.temperature, task.eos_id, task.pad_id)
         rewards = reward_fn(prompts, prompt_mask, out.tokens, out.mask).to(torch.float32)
+        check_reward_shape(rewards, N)
         # old log-probs from the scoring pass, not the sampling pass: the same function as the loss's,
         # so the importance ratio is exactly 1 before the first step
         old_logp = score(policy_model.apply, pol, prompts, prompt_mask, out.tokens, out.mask, config.temperature)
@@ -314,10 +317,13 @@ def make_parts(config: LMConfig, task, hyperparams: tuple[str, ...], extra_rl_pa
         return state._replace(key=key), batch
 
     def metrics(batch: Batch, **values) -> dict:
-        groups = batch.rewards.reshape(-1, G)
+        groups = group(batch.rewards, G)
         zero_std = (groups.max(-1).values == groups.min(-1).values).to(torch.float32).mean()
         zero = torch.zeros_like(batch.rewards[0])
+        low, high = task.reward_range
+        outside = (batch.rewards < low) | (batch.rewards > high) | torch.isnan(batch.rewards)
         out = {
+            "reward_out_of_range": outside.to(torch.float32).mean(),
             "episode_return": batch.rewards.mean(),
             "episode_length": batch.mask.to(torch.float32).sum(-1).mean(),
             "episodes": torch.full_like(zero, float(batch.rewards.shape[0])),
@@ -385,6 +391,34 @@ def policy_logits(parts: LMAlgorithmParts, params, batch: Batch, temperature) ->
     return logits, sequence_log_probs(logits, batch.tokens, batch.mask)
 
 
+def check_reward_shape(rewards: torch.Tensor, n: int) -> None:
+    """The task's reward must be one float per completion (checked on shapes: free under vmap)."""
+    if tuple(rewards.shape) != (n,):
+        raise ValueError(f"task.reward: expected one scalar per completion (vmapped: shape ({n},)), "
+                         f"got shape {tuple(rewards.shape)}")
+
+
+def check_metrics(config, task, metrics: dict, last_update: int) -> None:
+    """Stop a run whose task returned rewards outside its declared ``reward_range`` (the runner calls
+    this between chunks: inside the vmapped pieces values cannot raise).
+
+    Args:
+      metrics: name -> ``[C, S]`` for the chunk's updates; ``last_update`` the number of the last one.
+
+    Raises:
+      ValueError: naming the task, its range, the updates and seeds where rewards fell outside.
+    """
+    bad = metrics["reward_out_of_range"] > 0
+    if bool(bad.any()):
+        C = bad.shape[0]
+        updates = [last_update - C + 1 + int(i) for i in torch.nonzero(bad.any(1)).flatten()]
+        seeds = [int(i) for i in torch.nonzero(bad.any(0)).flatten()]
+        low, high = task.reward_range
+        raise ValueError(f"task.reward: the {task.name!r} task declares rewards in [{low}, {high}], but some were "
+                         f"outside it (or NaN) at update(s) {updates} for seed(s) {seeds}; fix the reward function "
+                         f"or its reward_range")
+
+
 def evaluate(config: LMConfig, task, env_params, states: LMState, episodes: int, key: torch.Tensor) -> torch.Tensor:
     """Rewards of greedy completions for ``episodes`` prompts per seed (what ``funrl eval`` reports).
 
@@ -407,7 +441,12 @@ def evaluate(config: LMConfig, task, env_params, states: LMState, episodes: int,
         return reward_fn(prompts, prompt_mask, out.tokens, out.mask)
 
     with torch.no_grad():
-        return torch.func.vmap(one)(states).to(torch.float64)
+        rewards = torch.func.vmap(one)(states).to(torch.float64)
+    low, high = task.reward_range
+    if bool(((rewards < low) | (rewards > high) | rewards.isnan()).any()):
+        raise ValueError(f"task.reward: the {task.name!r} task declares rewards in [{low}, {high}], "
+                         f"got values from {rewards.min().item()} to {rewards.max().item()}")
+    return rewards
 
 
 def make_policy_update(parts: LMAlgorithmParts, config, advantages: Callable, kl_in_loss: bool) -> Callable:

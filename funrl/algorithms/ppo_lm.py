@@ -34,6 +34,7 @@ from funrl import random as jr
 from funrl.algorithms.common import Algorithm, make_train_from, one_seed_lift
 from funrl.algorithms.lm_common import (
     COMPILE,
+    check_metrics,
     PolicyConfig,
     check_nonnegative,
     evaluate,
@@ -53,7 +54,7 @@ from funrl.losses.sequence import (
     token_clipped_surrogate_loss,
 )
 
-__all__ = ["COMPILE", "Config", "HYPERPARAMS", "PARAMS", "TARGETS", "make_algorithm", "make_train", "make_env", "evaluate"]
+__all__ = ["COMPILE", "Config", "HYPERPARAMS", "PARAMS", "TARGETS", "make_algorithm", "make_train", "make_env", "evaluate", "check_metrics"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,10 +22,11 @@ from __future__ import annotations
 import dataclasses
 
 from funrl.algorithms.common import Algorithm, make_train_from, one_seed_lift
-from funrl.algorithms.lm_common import COMPILE, PolicyConfig, evaluate, make_env, make_parts, make_policy_update
+from funrl.algorithms.lm_common import COMPILE, check_metrics, PolicyConfig, evaluate, make_env, make_parts, make_policy_update
+from funrl.lm import group
 from funrl.losses.sequence import kl_divergence_estimate, leave_one_out_advantages
 
-__all__ = ["COMPILE", "Config", "HYPERPARAMS", "PARAMS", "TARGETS", "make_algorithm", "make_train", "make_env", "evaluate"]
+__all__ = ["COMPILE", "Config", "HYPERPARAMS", "PARAMS", "TARGETS", "make_algorithm", "make_train", "make_env", "evaluate", "check_metrics"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ def make_algorithm(config: Config, task, env_params=None, lift=one_seed_lift) ->
     def advantages(state, batch):
         kl = kl_divergence_estimate(batch.old_logp, batch.ref_logp, "k1", batch.mask).sum(-1)  # [N] nats per sequence
         rewards = batch.rewards - state.hparams["beta"] * kl
-        return leave_one_out_advantages(rewards.reshape(config.num_prompts, config.group_size)).reshape(-1)
+        return leave_one_out_advantages(group(rewards, config.group_size)).reshape(-1)
 
     return Algorithm(
         init=parts.init,

@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 
 from funrl.algorithms.common import Algorithm, make_train_from, one_seed_lift
-from funrl.algorithms.lm_common import COMPILE, LMConfig, evaluate, make_env, make_parts
+from funrl.algorithms.lm_common import COMPILE, check_metrics, LMConfig, evaluate, make_env, make_parts
 
-__all__ = ["COMPILE", "Config", "HYPERPARAMS", "PARAMS", "TARGETS", "make_algorithm", "make_train", "make_env", "evaluate"]
+__all__ = ["COMPILE", "Config", "HYPERPARAMS", "PARAMS", "TARGETS", "make_algorithm", "make_train", "make_env", "evaluate", "check_metrics"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@
   sampling distribution and the completion mask (:class:`Completions`);
 * :func:`score` / :func:`completion_logits` -- the same log-probs (or the
   logits) from one forward pass, differentiable: what the losses use;
+* :func:`group` -- ``[N, ...] -> [N / G, G, ...]``, completions grouped by prompt;
 * :mod:`funrl.lm.tasks` -- random-walks (trlx's shortest paths), sort, add:
   prompts, rewards in [0, 1] and demonstrations for pretraining.
 
@@ -13,6 +14,6 @@ algorithms (``sft``, ``grpo``, ``rloo``, ``ppo_lm``) in :mod:`funrl.algorithms`.
 """
 
 from funrl.lm import tasks
-from funrl.lm.sampling import Completions, completion_logits, sample, score
+from funrl.lm.sampling import Completions, completion_logits, group, sample, score
 
-__all__ = ["Completions", "sample", "score", "completion_logits", "tasks"]
+__all__ = ["Completions", "sample", "score", "completion_logits", "group", "tasks"]

@@ -40,7 +40,7 @@ from funrl import random as jr
 from funrl._checks import check_dtype, check_float, check_tensor
 from funrl.losses.sequence import sequence_log_probs
 
-__all__ = ["Completions", "sample", "completion_logits", "score"]
+__all__ = ["Completions", "sample", "completion_logits", "score", "group"]
 
 _TOKEN_DTYPES = (torch.int64, torch.int32)
 
@@ -259,3 +259,21 @@ def score(
     _check_temperature(temperature)
     logits = completion_logits(apply, params, prompts, prompt_mask, completions, completion_mask)
     return sequence_log_probs(logits / temperature, completions, completion_mask)
+
+
+def group(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Rows of completions grouped by prompt: ``[N, ...] -> [N / G, G, ...]``.
+
+    Completions of one prompt are consecutive rows (``prompts.repeat_interleave(G, 0)``),
+    as GRPO and RLOO sample them; their advantages compare the rows of a group.
+
+    Raises:
+      ValueError: ``group_size`` is not an int >= 2 or does not divide ``N``.
+    """
+    check_tensor(x, "x")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
+        raise ValueError(f"group_size: expected an int >= 2 (completions per prompt), got {group_size!r}")
+    if x.ndim < 1 or x.shape[0] % group_size:
+        raise ValueError(f"group_size: expected a divisor of the number of completions "
+                         f"{x.shape[0] if x.ndim else 'of a scalar'}, got {group_size}")
+    return x.reshape(x.shape[0] // group_size, group_size, *x.shape[1:])

@@ -1,0 +1,203 @@
+"""RL fine-tuning of a transformer from scratch on random-walks: pretraining, then GRPO / RLOO / PPO, 8 seeds at once.
+
+Each row is one ``funrl.run`` (one vmapped run of ``--seeds`` seeds, eager:
+see ``COMPILE`` in ``funrl/algorithms/lm_common.py``) of the whole pipeline:
+supervised pretraining on random walks (``pretrain_steps`` Adam steps), then
+RL with a KL penalty to the pretrained model.  Reported per row:
+
+* ``pretrained``: reward IQM [95% CI] over seeds at the end of pretraining (the
+  mean reward of the completions sampled right after the last pretraining step);
+* ``final``: reward IQM [95% CI] over seeds at the end of RL (the run's summary:
+  mean over the last 5% of updates of completions sampled at temperature 1) and
+  ``greedy``: the greedy completions' reward (``funrl eval``, 64 prompts per seed);
+* ``kl``: mean per-token k3 estimate of KL(policy || reference) over the last
+  5 updates, in nats per real completion token, and ``kl_per_sequence`` (nats
+  per completion: per token x mean length);
+* ``trainable_fraction``: trainable params in RL / all params (LoRA rows);
+* ``wall_s``: the whole row (pretraining + RL), one process.
+
+Targets (issue 12): pretrained IQM <= 0.85, final IQM >= 0.95, KL <= 0.2 nats
+per token at beta = 0.02, LoRA with <= 10% trainable >= 0.95, the 8-seed
+pipeline <= 5 minutes on a 2-core CPU.
+
+Then sampling throughput (completion tokens per second, ``funrl.lm.sample`` of
+the default model, vmapped over 8 seeds x 64 prompts): with and without the KV
+cache, eager and compiled (Inductor).
+
+``--quick``: 2 seeds, a tiny model, a few updates, no throughput compile (a
+smoke run).  Writes ``benchmarks/results/lm.json`` (``lm_quick.json`` with
+``--quick``, or ``--out``) atomically with the machine.  Not run in CI; only
+``--quick`` is smoke-tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from transfer import machine  # noqa: E402  (one definition of "where the numbers were measured")
+
+from funrl.checkpoint import write_json_atomic  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: row name -> (algorithm, config overrides)
+ROWS = {
+    "grpo": ("grpo", {}),
+    "grpo-lora": ("grpo", {"lora_rank": 4, "learning_rate": 2e-3}),
+    "rloo": ("rloo", {}),
+    "ppo_lm": ("ppo_lm", {}),
+}
+QUICK = {"d_model": 16, "n_heads": 2, "n_layers": 1, "num_prompts": 2, "group_size": 4, "pretrain_steps": 4,
+         "pretrain_steps_per_update": 2, "total_timesteps": 16}
+
+
+def iqm_ci(values) -> dict:
+    from funrl import stats
+
+    s = stats.summarize(torch.as_tensor(values, dtype=torch.float64).numpy())
+    return {"iqm": s["iqm"], "ci_low": s["ci_low"], "ci_high": s["ci_high"], "per_seed": [float(v) for v in values]}
+
+
+def run_row(name: str, seeds: int, quick: bool, runs_dir: str) -> dict:
+    import funrl
+    from funrl import tree
+    from funrl.evaluation import evaluate_run
+
+    algo, overrides = ROWS[name]
+    config = {**overrides, **(QUICK if quick else {})}
+    t0 = time.perf_counter()
+    result = funrl.run(algo, env="random-walks", seeds=seeds, out=os.path.join(runs_dir, name), progress=not quick,
+                       plot=False, chunk_size=10, **config)
+    wall = time.perf_counter() - t0
+    m = result["metrics"]
+    pre = m["phase"][:, 0] == 0
+    last_pre = int(pre.nonzero().max()) if pre.any() else None
+    state = result["state"]
+    n_all = sum(x[0].numel() for x in tree.leaves(state.params))
+    n_rl = (sum(x[0].numel() for x in tree.leaves(state.adapters)) if config.get("lora_rank") else n_all)
+    kl_token = m["kl"][-5:].mean(0)
+    greedy = evaluate_run(result["out"], episodes=64)
+    return {
+        "name": name,
+        "algo": algo,
+        "config": config,
+        "seeds": seeds,
+        "updates": int(m["phase"].shape[0]),
+        "pretrained": iqm_ci(m["episode_return"][last_pre].tolist()) if last_pre is not None else None,
+        "final": {k: result["summary"][k] for k in ("iqm", "ci_low", "ci_high")} | {
+            "per_seed": result["summary"]["per_seed_final_return"]},
+        "greedy": {k: greedy["summary"][k] for k in ("iqm", "ci_low", "ci_high")},
+        "kl": float(kl_token.mean()),
+        "kl_per_sequence": float((kl_token * m["episode_length"][-5:].mean(0)).mean()),
+        "trainable_params": n_rl,
+        "params": n_all,
+        "trainable_fraction": n_rl / n_all,
+        "wall_s": wall,
+    }
+
+
+def throughput(quick: bool) -> list[dict]:
+    """Completion tokens per second of funrl.lm.sample: cache vs no cache, eager vs compiled."""
+    import funrl
+    from funrl import random as jr
+    from funrl.lm import sample, tasks
+
+    task = tasks.make("random-walks")
+    kw = QUICK if quick else {}
+    model = funrl.nn.transformer(vocab_size=task.vocab_size, max_len=task.prompt_len + task.max_new_tokens,
+                                 d_model=kw.get("d_model", 64), n_heads=kw.get("n_heads", 4),
+                                 n_layers=kw.get("n_layers", 2))
+    S, B, L = (2, 8, task.max_new_tokens) if quick else (8, 64, task.max_new_tokens)
+    params = torch.func.vmap(model.init)(jr.split(jr.key(0), S))
+    prompts, mask = task.prompts(jr.key(1), B)
+    rows = []
+    for use_cache in (True, False):
+        def draw(keys, p, use_cache=use_cache):
+            f = lambda k, pp: sample(k, model, pp, prompts, mask, L, 1.0, task.eos_id, task.pad_id,  # noqa: E731
+                                     use_cache=use_cache)
+            return torch.func.vmap(f)(keys, p)
+
+        modes = [("eager", draw)] if quick else [("eager", draw), ("compiled", torch.compile(draw))]
+        for mode, fn in modes:
+            row = {"cache": use_cache, "mode": mode, "seeds": S, "prompts": B, "new_tokens": L}
+            try:
+                t0 = time.perf_counter()
+                fn(jr.split(jr.key(2), S), params)
+                row["first_call_s"] = time.perf_counter() - t0
+                reps = 3 if quick else 20
+                t0 = time.perf_counter()
+                for i in range(reps):
+                    out = fn(jr.split(jr.key(3 + i), S), params)
+                dt = (time.perf_counter() - t0) / reps
+                row["call_s"] = dt
+                row["tokens_per_s"] = S * B * L / dt
+                row["real_tokens_per_s"] = float(out.mask.sum()) / dt
+            except Exception as e:  # noqa: BLE001 - a failed compile is a measurement too
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 seeds, tiny model, a few updates (smoke run)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per row (default 8; 2 with --quick)")
+    parser.add_argument("--rows", default=None, help=f"comma-separated rows of {', '.join(ROWS)} (default all; "
+                        "grpo,grpo-lora with --quick)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the sampling throughput table")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/lm.json)")
+    parser.add_argument("--runs-dir", default=None, help="keep the results folders here (default: a temporary dir)")
+    args = parser.parse_args(argv)
+    seeds = args.seeds or (2 if args.quick else 8)
+    if seeds < 1:
+        parser.error(f"--seeds: expected an int >= 1, got {seeds}")
+    if args.threads < 1:
+        parser.error(f"--threads: expected an int >= 1, got {args.threads}")
+    names = [r.strip() for r in (args.rows or ("grpo,grpo-lora" if args.quick else ",".join(ROWS))).split(",") if r.strip()]
+    unknown = [r for r in names if r not in ROWS]
+    if unknown:
+        parser.error(f"--rows: unknown row {unknown[0]!r}; rows: {', '.join(ROWS)}")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else RESULTS / ("lm_quick.json" if args.quick else "lm.json")
+    load = os.getloadavg()
+    runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="funrl-lm-")
+    rows = []
+    for name in names:
+        row = run_row(name, seeds, args.quick, runs_dir)
+        rows.append(row)
+        pre = row["pretrained"]
+        print(f"{name:10} pretrained {pre['iqm']:.3f} [{pre['ci_low']:.3f}, {pre['ci_high']:.3f}]  "
+              f"final {row['final']['iqm']:.3f} [{row['final']['ci_low']:.3f}, {row['final']['ci_high']:.3f}]  "
+              f"greedy {row['greedy']['iqm']:.3f}  KL {row['kl']:.3f} nats/token ({row['kl_per_sequence']:.3f}/seq)  "
+              f"trainable {100 * row['trainable_fraction']:.1f}%  {row['wall_s']:.0f} s", flush=True)
+    sampling = [] if args.no_throughput else throughput(args.quick)
+    for r in sampling:
+        shown = f"{r['tokens_per_s']:,.0f} tokens/s (first call {r['first_call_s']:.1f} s)" if "tokens_per_s" in r else r["error"]
+        print(f"sample cache={r['cache']!s:5} {r['mode']:8} {shown}")
+    result = {
+        "benchmark": "lm",
+        "quick": args.quick,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {**machine(args.threads), "load_average_at_start": load, "load_average_at_end": os.getloadavg()},
+        "task": "random-walks",
+        "rows": rows,
+        "sampling": sampling,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(str(out), result)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
