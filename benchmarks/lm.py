@@ -33,6 +33,7 @@ smoke run).  Writes ``benchmarks/results/lm.json`` (``lm_quick.json`` with
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import tempfile
@@ -171,29 +172,33 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else RESULTS / ("lm_quick.json" if args.quick else "lm.json")
     load = os.getloadavg()
     runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="funrl-lm-")
+    for name in names:  # import every row's algorithm now: editing the code during a long run must not break it
+        importlib.import_module(f"funrl.algorithms.{ROWS[name][0]}")
     rows = []
+    result = {
+        "benchmark": "lm",
+        "quick": args.quick,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {**machine(args.threads), "load_average_at_start": load},
+        "task": "random-walks",
+        "rows": rows,
+        "sampling": [],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:
         row = run_row(name, seeds, args.quick, runs_dir)
         rows.append(row)
+        write_json_atomic(str(out), result)  # after every row: a crash later keeps what was measured
         pre = row["pretrained"]
         print(f"{name:10} pretrained {pre['iqm']:.3f} [{pre['ci_low']:.3f}, {pre['ci_high']:.3f}]  "
               f"final {row['final']['iqm']:.3f} [{row['final']['ci_low']:.3f}, {row['final']['ci_high']:.3f}]  "
               f"greedy {row['greedy']['iqm']:.3f}  KL {row['kl']:.3f} nats/token ({row['kl_per_sequence']:.3f}/seq)  "
               f"trainable {100 * row['trainable_fraction']:.1f}%  {row['wall_s']:.0f} s", flush=True)
-    sampling = [] if args.no_throughput else throughput(args.quick)
+    sampling = result["sampling"] = [] if args.no_throughput else throughput(args.quick)
     for r in sampling:
         shown = f"{r['tokens_per_s']:,.0f} tokens/s (first call {r['first_call_s']:.1f} s)" if "tokens_per_s" in r else r["error"]
         print(f"sample cache={r['cache']!s:5} {r['mode']:8} {shown}")
-    result = {
-        "benchmark": "lm",
-        "quick": args.quick,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {**machine(args.threads), "load_average_at_start": load, "load_average_at_end": os.getloadavg()},
-        "task": "random-walks",
-        "rows": rows,
-        "sampling": sampling,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
+    result["machine"]["load_average_at_end"] = os.getloadavg()
     write_json_atomic(str(out), result)
     print(f"wrote {out}")
     return 0

@@ -53,7 +53,7 @@ from funrl import distributed, stats, transfer, tree
 from funrl.algorithms import DEFAULT_ENVS, get
 from funrl.algorithms.common import Runner, check_hparams
 
-__all__ = ["run", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
+__all__ = ["run", "check_finite", "Diverged", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
 
 
 # ------------------------------------------------------------------ configuration
@@ -503,6 +503,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
 
     def callback(st, info):
         new_history.append(info.metrics)
+        check_finite(module, st, info.chunk_metrics, info.update, block_start, out)
         if check_metrics is not None:
             check_metrics(config, env_obj, info.chunk_metrics, info.update)
         if fail_at is not None and info.update >= fail_at:
@@ -592,6 +593,58 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         # the full metrics and state live on rank 0; this rank returns its own block's state
         return {"summary": summary, "metrics": None, "state": state, "out": out, "seed_block": (block_start, block_count)}
     return {"summary": summary, "metrics": history, "state": full_state, "out": out, "seed_block": (block_start, block_count)}
+
+
+class Diverged(ValueError):
+    """A run stopped because a metric or a param became NaN or infinite (see :func:`check_finite`)."""
+
+
+def check_finite(module, state, chunk_metrics: dict, last_update: int, first_seed: int = 0, out: str | None = None) -> None:
+    """Stop a run at the chunk where a metric or a learned param stopped being finite.
+
+    Training on after a NaN only writes NaN checkpoints; stopping here keeps the
+    last checkpoint, written before this chunk, which is finite (every earlier
+    chunk passed this check).
+
+    Args:
+      module: the algorithm module (its ``PARAMS`` path locates the params).
+      state: the batched state after the chunk (leaves ``[S, ...]``).
+      chunk_metrics: name -> ``[C, S]`` for the chunk's updates.
+      last_update: the number of the chunk's last update.
+      first_seed: the global index of this process's first seed (torchrun blocks).
+
+    Raises:
+      Diverged: naming the metrics or params, the seeds and the first bad update.
+    """
+    bad_seeds = None
+    what = []
+    first_bad = last_update
+    for name, v in chunk_metrics.items():
+        if not v.is_floating_point():
+            continue
+        bad = ~torch.isfinite(v)  # [C, S]
+        if bool(bad.any()):
+            what.append(f"metric {name!r}")
+            rows = torch.nonzero(bad.any(1)).flatten()
+            first_bad = min(first_bad, last_update - v.shape[0] + 1 + int(rows[0]))
+            bad_seeds = bad.any(0) if bad_seeds is None else bad_seeds | bad.any(0)
+    from funrl.algorithms.common import param_paths
+
+    params = transfer.params_of(module, state)
+    for path, leaf in zip(param_paths(params), tree.leaves(params)):
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+            bad = ~torch.isfinite(leaf.reshape(leaf.shape[0], -1)).all(1)  # [S]
+            if bool(bad.any()):
+                what.append(f"param {path!r}")
+                bad_seeds = bad.cpu() if bad_seeds is None else bad_seeds | bad.cpu()
+    if bad_seeds is None:
+        return
+    seeds = [first_seed + int(i) for i in torch.nonzero(bad_seeds).flatten()]
+    shown = ", ".join(what[:4]) + (f" and {len(what) - 4} more" if len(what) > 4 else "")
+    resume = f"; its last checkpoint (before update {last_update}) is kept in {out}" if out else ""
+    raise Diverged(f"training diverged: {shown} not finite for seed(s) {seeds} by update {first_bad} "
+                   f"(checked at update {last_update}){resume}. Lower the learning rate or clip gradients "
+                   f"(e.g. --set max_grad_norm=0.5), then start again.")
 
 
 def _warm_start(ctx, module, config, state, directory, init_seed, seeds, blocks, dev):

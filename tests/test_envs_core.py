@@ -394,3 +394,18 @@ def test_make_step_fn_compiled_equals_eager_with_autoreset_and_clamping():
         sc, se = oc[1], oe[1]
     # the third step hits the time limit: every env truncated and reset (time 0)
     assert bool(oc[4].all()) and torch.equal(oc[1].time, torch.zeros(n, dtype=torch.int64))
+
+
+def test_box_repr_prints_the_shortest_numbers_that_read_back_in_its_dtype():
+    import re
+
+    import funrl
+
+    env, params = funrl.envs.make("CartPole-v1")
+    box = env.observation_space(params)
+    text = repr(box)
+    assert text.startswith("Box([-4.8, -inf, -0.41887903, -inf], [4.8, inf, 0.41887903, inf], (4,)")
+    numbers = [float(t) for t in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text)]
+    assert numbers and all(torch.tensor(v, dtype=torch.float32) in box.high.abs() for v in map(abs, numbers))
+    assert repr(funrl.envs.spaces.Box(-2.0, 2.0, (1,))) == "Box(-2.0, 2.0, (1,), torch.float32)"
+    assert repr(funrl.envs.spaces.Box(0.1, 0.3, (1,), dtype=torch.float64)) == "Box(0.1, 0.3, (1,), torch.float64)"

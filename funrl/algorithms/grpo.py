@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
 from funrl.algorithms.common import Algorithm, make_train_from, one_seed_lift
 from funrl.algorithms.lm_common import (
     COMPILE,
@@ -44,6 +42,7 @@ from funrl.algorithms.lm_common import (
     check_nonnegative,
     evaluate,
     make_env,
+    lm_algorithm,
     make_parts,
     make_policy_update,
 )
@@ -91,14 +90,7 @@ def make_algorithm(config: Config, task, env_params=None, lift=one_seed_lift) ->
         rewards = group(batch.rewards, config.group_size)  # one row per prompt
         return group_relative_advantages(rewards, config.advantage_normalize, config.advantage_eps).reshape(-1)
 
-    return Algorithm(
-        init=parts.init,
-        update=lift(make_policy_update(parts, config, advantages, kl_in_loss=True)),
-        num_updates=config.num_updates,
-        steps_per_update=config.batch_size,
-        pretrain=lift(parts.pretrain),
-        pretrain_updates=config.pretrain_updates,
-    )
+    return lm_algorithm(parts, config, make_policy_update(parts, config, advantages, kl_in_loss=True), lift)
 
 
 def make_train(config: Config, task, env_params=None):

@@ -41,7 +41,7 @@ import torch
 
 from funrl import nn, optim, tree
 from funrl import random as jr
-from funrl.algorithms.common import check_config, hyperparams_from_config
+from funrl.algorithms.common import Algorithm, check_config, hyperparams_from_config
 from funrl.lm import tasks as lm_tasks
 from funrl.lm.sampling import completion_logits, group, sample, score
 from funrl.losses.sequence import (
@@ -73,6 +73,7 @@ __all__ = [
     "make_policy_update",
     "check_choices",
     "check_nonnegative",
+    "lm_algorithm",
 ]
 
 #: Whether ``funrl.run`` compiles these algorithms' pieces: no.  Measured (torch 2.13 CPU, 2 cores):
@@ -481,3 +482,15 @@ def make_policy_update(parts: LMAlgorithmParts, config, advantages: Callable, kl
         return state, parts.metrics(batch, phase=torch.ones_like(batch.rewards[0]), **aux)
 
     return update
+
+
+def lm_algorithm(parts: LMAlgorithmParts, config: LMConfig, update: Callable, lift: Callable) -> Algorithm:
+    """The :class:`~funrl.algorithms.common.Algorithm` of an LM algorithm: pretraining updates, then ``update``."""
+    return Algorithm(
+        init=parts.init,
+        update=lift(update),
+        num_updates=config.num_updates,
+        steps_per_update=config.batch_size,
+        pretrain=lift(parts.pretrain),
+        pretrain_updates=config.pretrain_updates,
+    )

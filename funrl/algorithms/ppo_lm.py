@@ -39,6 +39,7 @@ from funrl.algorithms.lm_common import (
     check_nonnegative,
     evaluate,
     make_env,
+    lm_algorithm,
     make_parts,
     policy_logits,
     token_stats,
@@ -145,14 +146,7 @@ def make_algorithm(config: Config, task, env_params=None, lift=one_seed_lift) ->
         state = state._replace(update_step=state.update_step + 1)
         return state, parts.metrics(batch, phase=torch.ones_like(batch.rewards[0]), **aux)
 
-    return Algorithm(
-        init=parts.init,
-        update=lift(update),
-        num_updates=config.num_updates,
-        steps_per_update=config.batch_size,
-        pretrain=lift(parts.pretrain),
-        pretrain_updates=config.pretrain_updates,
-    )
+    return lm_algorithm(parts, config, update, lift)
 
 
 def make_train(config: Config, task, env_params=None):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 from funrl.algorithms.common import Algorithm, make_train_from, one_seed_lift
-from funrl.algorithms.lm_common import COMPILE, check_metrics, PolicyConfig, evaluate, make_env, make_parts, make_policy_update
+from funrl.algorithms.lm_common import COMPILE, check_metrics, PolicyConfig, evaluate, make_env, lm_algorithm, make_parts, make_policy_update
 from funrl.lm import group
 from funrl.losses.sequence import kl_divergence_estimate, leave_one_out_advantages
 
@@ -58,14 +58,7 @@ def make_algorithm(config: Config, task, env_params=None, lift=one_seed_lift) ->
         rewards = batch.rewards - state.hparams["beta"] * kl
         return leave_one_out_advantages(group(rewards, config.group_size)).reshape(-1)
 
-    return Algorithm(
-        init=parts.init,
-        update=lift(make_policy_update(parts, config, advantages, kl_in_loss=False)),
-        num_updates=config.num_updates,
-        steps_per_update=config.batch_size,
-        pretrain=lift(parts.pretrain),
-        pretrain_updates=config.pretrain_updates,
-    )
+    return lm_algorithm(parts, config, make_policy_update(parts, config, advantages, kl_in_loss=False), lift)
 
 
 def make_train(config: Config, task, env_params=None):

@@ -241,9 +241,10 @@ class Box(Space):
     def __repr__(self) -> str:
         lo, hi = self.low.detach().cpu(), self.high.detach().cpu()
         if lo.numel() and bool((lo == lo.reshape(-1)[0]).all()) and bool((hi == hi.reshape(-1)[0]).all()):
-            lo_s, hi_s = float(lo.reshape(-1)[0]), float(hi.reshape(-1)[0])
+            lo_s, hi_s = _short(lo.reshape(-1)[0]), _short(hi.reshape(-1)[0])
         else:
-            lo_s, hi_s = lo.tolist(), hi.tolist()
+            lo_s = "[" + ", ".join(_short(x) for x in lo.reshape(-1)) + "]"
+            hi_s = "[" + ", ".join(_short(x) for x in hi.reshape(-1)) + "]"
         return f"Box({lo_s}, {hi_s}, {self.shape}, {self.dtype})"
 
     def __eq__(self, other) -> bool:
@@ -283,3 +284,18 @@ def from_gymnasium_space(space) -> Space:
     raise TypeError(
         f"space: expected a gymnasium Discrete, MultiDiscrete or Box space, got {type(space).__name__}"
     )
+
+
+def _short(x: torch.Tensor) -> str:
+    """The shortest decimal that reads back as the same value in the tensor's own dtype (float32's
+    ``4.8``, not ``4.800000190734863``), as numpy prints a float32 scalar."""
+    if not x.is_floating_point():
+        return str(int(x))
+    v = float(x)
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    for digits in range(1, 18):
+        text = f"{v:.{digits}g}"
+        if torch.tensor(float(text), dtype=x.dtype) == x:
+            return text if any(c in text for c in ".en") else text + ".0"
+    return repr(v)
