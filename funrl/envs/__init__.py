@@ -32,6 +32,7 @@ __all__ = [
     "FiniteMDP",
     "random_mdp",
     "to_gymnasium",
+    "to_gymnasium_env",
     "from_gymnasium",
     "wrappers",
 ]
@@ -40,10 +41,11 @@ _LAZY = {
     "FiniteMDP": ("funrl.envs.tabular", "FiniteMDP"),
     "random_mdp": ("funrl.envs.tabular", "random_mdp"),
     "to_gymnasium": ("funrl.envs.gymnasium", "to_gymnasium"),
+    "to_gymnasium_env": ("funrl.envs.gymnasium", "to_gymnasium_env"),
     "from_gymnasium": ("funrl.envs.gymnasium", "from_gymnasium"),
 }
 _LAZY_MODULES = {
-    "wrappers", "tabular", "gymnasium", "cartpole", "pendulum", "mountain_car", "acrobot", "probes",
+    "wrappers", "tabular", "gymnasium", "rendering", "cartpole", "pendulum", "mountain_car", "acrobot", "probes",
 }
 
 
