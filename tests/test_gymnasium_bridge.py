@@ -457,3 +457,25 @@ def test_single_env_infos_and_errors():
         to_gymnasium_env(gym.make("CartPole-v1"))
     with pytest.warns(UserWarning, match="without a render_mode"):
         assert e.render() is None  # no render mode: gymnasium's behaviour (a warning, no frame)
+
+
+def test_next_step_reset_mask_cancels_the_pending_reset_as_gymnasium():
+    n = 3
+    env, params = make("CartPole-v1")
+    ours = to_gymnasium(env, params, num_envs=n, seed=0, autoreset_mode=AutoresetMode.NEXT_STEP)
+    ref = gym.make_vec("CartPole-v1", n, vectorization_mode="sync")
+    ours.reset(seed=0)
+    ref.reset(seed=0)
+    done = np.zeros(n, dtype=bool)
+    for _ in range(200):  # push right until some env ends in both (episode lengths differ: stop at ours)
+        _, _, te, tr, _ = ours.step(np.ones(n, dtype=np.int64))
+        if (te | tr).any():
+            done = te | tr
+            break
+    assert done.any()
+    for env_done in (ours, ref):
+        if env_done is ref:  # bring gymnasium to the same pending-reset situation
+            ref._autoreset_envs = done.copy()
+        env_done.reset(options={"reset_mask": done})
+        _, r, te, tr, _ = env_done.step(np.zeros(n, dtype=np.int64))
+        np.testing.assert_array_equal(r, np.ones(n))  # a real step everywhere, no extra reset step

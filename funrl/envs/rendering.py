@@ -44,7 +44,7 @@ def _window(img: np.ndarray, xs, ys):
     return (slice(y0, y1 + 1), slice(x0, x1 + 1)), gx, gy
 
 
-def fill_convex(img: np.ndarray, pts, color) -> None:
+def _fill_convex(img: np.ndarray, pts, color) -> None:
     """Fill the convex polygon ``pts`` (``[(x, y), ...]``, either orientation) on ``img`` (H, W, 3) in place."""
     p = np.asarray(pts, dtype=np.float64)
     win = _window(img, p[:, 0], p[:, 1])
@@ -60,7 +60,7 @@ def fill_convex(img: np.ndarray, pts, color) -> None:
     img[sl][pos | neg] = color
 
 
-def fill_circle(img: np.ndarray, cx: int, cy: int, r: int, color) -> None:
+def _fill_circle(img: np.ndarray, cx: int, cy: int, r: int, color) -> None:
     """Fill the disc of radius ``r`` around pixel ``(cx, cy)`` on ``img`` in place."""
     win = _window(img, (cx - r, cx + r), (cy - r, cy + r))
     if win is None:
@@ -69,7 +69,7 @@ def fill_circle(img: np.ndarray, cx: int, cy: int, r: int, color) -> None:
     img[sl][(gx - cx) ** 2 + (gy - cy) ** 2 <= r * r] = color
 
 
-def draw_line(img: np.ndarray, p0, p1, color) -> None:
+def _draw_line(img: np.ndarray, p0, p1, color) -> None:
     """A one-pixel line from ``p0`` to ``p1`` (``(x, y)``) on ``img`` in place."""
     (x0, y0), (x1, y1) = p0, p1
     n = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
@@ -106,10 +106,10 @@ def _cartpole(state, params) -> np.ndarray:
     cartwidth, cartheight = 50.0, 30.0
     cartx, carty, axle = _f(state.x) * scale + w / 2.0, 100, cartheight / 4.0
     l, r, t, b = -cartwidth / 2, cartwidth / 2, cartheight / 2, -cartheight / 2
-    fill_convex(img, [(l + cartx, b + carty), (l + cartx, t + carty), (r + cartx, t + carty), (r + cartx, b + carty)], BLACK)
+    _fill_convex(img, [(l + cartx, b + carty), (l + cartx, t + carty), (r + cartx, t + carty), (r + cartx, b + carty)], BLACK)
     l, r, t, b = -polewidth / 2, polewidth / 2, polelen - polewidth / 2, -polewidth / 2
-    fill_convex(img, _rotate([(l, b), (l, t), (r, t), (r, b)], -_f(state.theta), cartx, carty + axle), (202, 152, 101))
-    fill_circle(img, int(cartx), int(carty + axle), int(polewidth / 2), (129, 132, 203))
+    _fill_convex(img, _rotate([(l, b), (l, t), (r, t), (r, b)], -_f(state.theta), cartx, carty + axle), (202, 152, 101))
+    _fill_circle(img, int(cartx), int(carty + axle), int(polewidth / 2), (129, 132, 203))
     img[carty, :] = BLACK
     return img
 
@@ -122,11 +122,11 @@ def _pendulum(state, params) -> np.ndarray:
     th = _f(state.theta) + math.pi / 2
     red = (204, 77, 77)
     l, r, t, b = 0, rod_length, rod_width / 2, -rod_width / 2
-    fill_convex(img, _rotate([(l, b), (l, t), (r, t), (r, b)], th, offset, offset), red)
-    fill_circle(img, offset, offset, int(rod_width / 2), red)
+    _fill_convex(img, _rotate([(l, b), (l, t), (r, t), (r, b)], th, offset, offset), red)
+    _fill_circle(img, offset, offset, int(rod_width / 2), red)
     (ex, ey), = _rotate([(rod_length, 0)], th, offset, offset)
-    fill_circle(img, int(ex), int(ey), int(rod_width / 2), red)
-    fill_circle(img, offset, offset, int(0.05 * scale), BLACK)
+    _fill_circle(img, int(ex), int(ey), int(rod_width / 2), red)
+    _fill_circle(img, offset, offset, int(0.05 * scale), BLACK)
     return img
 
 
@@ -142,18 +142,18 @@ def _mountain_car(state, params) -> np.ndarray:
     xs = np.linspace(lo, hi, 100)
     pts = list(zip((xs - lo) * scale, height(xs) * scale))
     for p0, p1 in zip(pts[:-1], pts[1:]):
-        draw_line(img, p0, p1, BLACK)
+        _draw_line(img, p0, p1, BLACK)
     pos, clearance, carwidth, carheight = _f(state.position), 10, 40, 20
     angle, cx, cy = math.cos(3 * pos), (pos - lo) * scale, clearance + height(pos) * scale
     l, r, t, b = -carwidth / 2, carwidth / 2, carheight, 0
-    fill_convex(img, _rotate([(l, b), (l, t), (r, t), (r, b)], angle, cx, cy), BLACK)
+    _fill_convex(img, _rotate([(l, b), (l, t), (r, t), (r, b)], angle, cx, cy), BLACK)
     for wx, wy in _rotate([(carwidth / 4, 0), (-carwidth / 4, 0)], angle, cx, cy):
-        fill_circle(img, int(wx), int(wy), int(carheight / 2.5), (128, 128, 128))
+        _fill_circle(img, int(wx), int(wy), int(carheight / 2.5), (128, 128, 128))
     goal = _f(params.goal_position)
     flagx, flagy1 = int((goal - lo) * scale), int(height(goal) * scale)
     flagy2 = flagy1 + 50
-    draw_line(img, (flagx, flagy1), (flagx, flagy2), BLACK)
-    fill_convex(img, [(flagx, flagy2), (flagx, flagy2 - 10), (flagx + 25, flagy2 - 5)], (204, 204, 0))
+    _draw_line(img, (flagx, flagy1), (flagx, flagy2), BLACK)
+    _fill_convex(img, [(flagx, flagy2), (flagx, flagy2 - 10), (flagx + 25, flagy2 - 5)], (204, 204, 0))
     return img
 
 
@@ -163,13 +163,13 @@ def _acrobot(state, params) -> np.ndarray:
     l1, l2 = _f(params.link_length_1), _f(params.link_length_2)
     scale, offset = dim / ((l1 + l2 + 0.2) * 2), dim / 2
     s0, s1 = _f(state.theta1), _f(state.theta2)
-    draw_line(img, (-2.2 * scale + offset, 1 * scale + offset), (2.2 * scale + offset, 1 * scale + offset), BLACK)
+    _draw_line(img, (-2.2 * scale + offset, 1 * scale + offset), (2.2 * scale + offset, 1 * scale + offset), BLACK)
     joints = [(0.0, 0.0), (l1 * math.sin(s0) * scale, -l1 * math.cos(s0) * scale)]
     for (x, y), th, llen in zip(joints, [s0 - math.pi / 2, s0 + s1 - math.pi / 2], [l1 * scale, l2 * scale]):
         x, y = x + offset, y + offset
         l, r, t, b = 0, llen, 0.1 * scale, -0.1 * scale
-        fill_convex(img, _rotate([(l, b), (l, t), (r, t), (r, b)], th, x, y), (0, 204, 204))
-        fill_circle(img, int(x), int(y), int(0.1 * scale), (204, 204, 0))
+        _fill_convex(img, _rotate([(l, b), (l, t), (r, t), (r, b)], th, x, y), (0, 204, 204))
+        _fill_circle(img, int(x), int(y), int(0.1 * scale), (204, 204, 0))
     return img
 
 
