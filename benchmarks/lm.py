@@ -106,8 +106,8 @@ def run_row(name: str, seeds: int, quick: bool, runs_dir: str) -> dict:
     }
 
 
-def throughput(quick: bool) -> list[dict]:
-    """Completion tokens per second of funrl.lm.sample: cache vs no cache, eager vs compiled."""
+def _sampler(quick: bool):
+    """The default model (tiny with ``--quick``), params of S seeds, B random-walk prompts, and ``draw``."""
     import funrl
     from funrl import random as jr
     from funrl.lm import sample, tasks
@@ -120,31 +120,62 @@ def throughput(quick: bool) -> list[dict]:
     S, B, L = (2, 8, task.max_new_tokens) if quick else (8, 64, task.max_new_tokens)
     params = torch.func.vmap(model.init)(jr.split(jr.key(0), S))
     prompts, mask = task.prompts(jr.key(1), B)
+
+    def draw(keys, p, use_cache):
+        f = lambda k, pp: sample(k, model, pp, prompts, mask, L, 1.0, task.eos_id, task.pad_id,  # noqa: E731
+                                 use_cache=use_cache)
+        return torch.func.vmap(f)(keys, p)
+
+    return params, (S, B, L), draw
+
+
+def time_sampling(quick: bool, use_cache: bool, mode: str) -> dict:
+    """One throughput row: the first call (compile included) and the mean of the next calls."""
+    from funrl import random as jr
+
+    params, (S, B, L), draw = _sampler(quick)
+    fn = (lambda k, p: draw(k, p, use_cache)) if mode == "eager" else torch.compile(
+        lambda k, p: draw(k, p, use_cache))
+    row = {"cache": use_cache, "mode": mode, "seeds": S, "prompts": B, "new_tokens": L}
+    t0 = time.perf_counter()
+    fn(jr.split(jr.key(2), S), params)
+    row["first_call_s"] = time.perf_counter() - t0
+    reps = 3 if quick else 20
+    t0 = time.perf_counter()
+    for i in range(reps):
+        out = fn(jr.split(jr.key(3 + i), S), params)
+    dt = (time.perf_counter() - t0) / reps
+    row.update(call_s=dt, tokens_per_s=S * B * L / dt, real_tokens_per_s=float(out.mask.sum()) / dt)
+    return row
+
+
+def throughput(quick: bool, threads: int, compile_timeout: float) -> list[dict]:
+    """Completion tokens per second of funrl.lm.sample: cache vs no cache, eager vs compiled.
+
+    Compiled rows run in a subprocess with a time limit (Inductor's compile of the
+    unrolled decoding loop can take many minutes here); a row that does not finish
+    records that instead of a number.
+    """
+    import json
+    import subprocess
+
     rows = []
     for use_cache in (True, False):
-        def draw(keys, p, use_cache=use_cache):
-            f = lambda k, pp: sample(k, model, pp, prompts, mask, L, 1.0, task.eos_id, task.pad_id,  # noqa: E731
-                                     use_cache=use_cache)
-            return torch.func.vmap(f)(keys, p)
-
-        modes = [("eager", draw)] if quick else [("eager", draw), ("compiled", torch.compile(draw))]
-        for mode, fn in modes:
-            row = {"cache": use_cache, "mode": mode, "seeds": S, "prompts": B, "new_tokens": L}
-            try:
-                t0 = time.perf_counter()
-                fn(jr.split(jr.key(2), S), params)
-                row["first_call_s"] = time.perf_counter() - t0
-                reps = 3 if quick else 20
-                t0 = time.perf_counter()
-                for i in range(reps):
-                    out = fn(jr.split(jr.key(3 + i), S), params)
-                dt = (time.perf_counter() - t0) / reps
-                row["call_s"] = dt
-                row["tokens_per_s"] = S * B * L / dt
-                row["real_tokens_per_s"] = float(out.mask.sum()) / dt
-            except Exception as e:  # noqa: BLE001 - a failed compile is a measurement too
-                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            rows.append(row)
+        rows.append(time_sampling(quick, use_cache, "eager"))
+        if quick:
+            continue
+        code = (f"import sys, json, torch; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+                f"torch.set_num_threads({threads}); import lm; "
+                f"print(json.dumps(lm.time_sampling(False, {use_cache}, 'compiled')))")
+        try:
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=compile_timeout)
+            if proc.returncode == 0:
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            else:
+                rows.append({"cache": use_cache, "mode": "compiled", "error": proc.stderr.strip().splitlines()[-1][:300]})
+        except subprocess.TimeoutExpired:
+            rows.append({"cache": use_cache, "mode": "compiled",
+                         "error": f"compile did not finish within {compile_timeout:.0f} s (killed)"})
     return rows
 
 
@@ -156,6 +187,9 @@ def main(argv=None) -> int:
                         "grpo,grpo-lora with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-throughput", action="store_true", help="skip the sampling throughput table")
+    parser.add_argument("--throughput-only", action="store_true", help="only the sampling throughput table")
+    parser.add_argument("--compile-timeout", type=float, default=600.0,
+                        help="seconds a compiled sampling row may take, compile included (default 600)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/lm.json)")
     parser.add_argument("--runs-dir", default=None, help="keep the results folders here (default: a temporary dir)")
     args = parser.parse_args(argv)
@@ -170,8 +204,14 @@ def main(argv=None) -> int:
         parser.error(f"--rows: unknown row {unknown[0]!r}; rows: {', '.join(ROWS)}")
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else RESULTS / ("lm_quick.json" if args.quick else "lm.json")
+    if args.throughput_only:  # keep the rows of the last full run, replace the sampling table
+        import json
+
+        previous = json.loads(out.read_text()) if out.exists() else {}
     load = os.getloadavg()
     runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="funrl-lm-")
+    if args.throughput_only:
+        names = []
     for name in names:  # import every row's algorithm now: editing the code during a long run must not break it
         importlib.import_module(f"funrl.algorithms.{ROWS[name][0]}")
     rows = []
@@ -184,6 +224,9 @@ def main(argv=None) -> int:
         "rows": rows,
         "sampling": [],
     }
+    if args.throughput_only:
+        rows.extend(previous.get("rows", []))
+        result["rows_date"] = previous.get("date")
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:
         row = run_row(name, seeds, args.quick, runs_dir)
@@ -194,7 +237,8 @@ def main(argv=None) -> int:
               f"final {row['final']['iqm']:.3f} [{row['final']['ci_low']:.3f}, {row['final']['ci_high']:.3f}]  "
               f"greedy {row['greedy']['iqm']:.3f}  KL {row['kl']:.3f} nats/token ({row['kl_per_sequence']:.3f}/seq)  "
               f"trainable {100 * row['trainable_fraction']:.1f}%  {row['wall_s']:.0f} s", flush=True)
-    sampling = result["sampling"] = [] if args.no_throughput else throughput(args.quick)
+    sampling = result["sampling"] = [] if args.no_throughput else throughput(args.quick, args.threads,
+                                                                                 args.compile_timeout)
     for r in sampling:
         shown = f"{r['tokens_per_s']:,.0f} tokens/s (first call {r['first_call_s']:.1f} s)" if "tokens_per_s" in r else r["error"]
         print(f"sample cache={r['cache']!s:5} {r['mode']:8} {shown}")
