@@ -532,6 +532,15 @@ class CheckpointManager:
     and falls back to older ones, warning (:class:`CheckpointWarning`) about
     each unusable file.
 
+    Retention counts only checkpoints that load and pass their checksum (each
+    file is verified once per manager, files it wrote itself are trusted): an
+    unusable file (corrupt, truncated, foreign, refused by the safe loader) never
+    pushes a good checkpoint out; it is deleted when it is older than the one
+    just saved and otherwise left alone (and skipped by :meth:`load`).  Other
+    files in the directory are never touched, except the ``.{prefix}_<step>.pt.*.tmp``
+    files an interrupted atomic write left, which :meth:`clean_temp` (called by
+    :meth:`save`) removes.
+
     Args:
       directory: where checkpoints live (created on first save).
       keep: how many checkpoints to keep (int >= 1).
@@ -549,6 +558,8 @@ class CheckpointManager:
         self.keep = keep
         self.prefix = prefix
         self._pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)\.pt$")
+        self._temp_pattern = re.compile(rf"^\.{re.escape(prefix)}_\d+\.pt\..+\.tmp$")
+        self._good: dict[int, tuple] = {}  # step -> identity of the file known to load and verify
 
     def path(self, step: int) -> str:
         """The file name used for ``step``."""
@@ -575,19 +586,74 @@ class CheckpointManager:
         s = self.steps()
         return s[-1] if s else None
 
-    def save(self, step: int, tree: Any, metadata: Any = None) -> str:
-        """Write checkpoint ``step`` atomically, then delete all but the newest ``keep``.
+    @staticmethod
+    def _identity(path: str):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-        The file just written is never deleted, even if older steps exist on
-        disk with larger numbers.
+    def _usable(self, step: int) -> bool:
+        """Whether checkpoint ``step`` loads and verifies (each file is read at most once)."""
+        path = self.path(step)
+        ident = self._identity(path)
+        if ident is None:
+            return False
+        if self._good.get(step) == ident:
+            return True
+        try:
+            load(path, map_location="cpu")
+        except (CheckpointError, FileNotFoundError):
+            return False
+        self._good[step] = ident
+        return True
+
+    def clean_temp(self) -> list[str]:
+        """Delete the temp files (``.{prefix}_<step>.pt.*.tmp``) an interrupted atomic write left.
+
+        Returns:
+          The paths deleted.
+        """
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        removed = []
+        for name in names:
+            if self._temp_pattern.match(name):
+                path = os.path.join(self.directory, name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    removed.append(path)
+        return removed
+
+    def save(self, step: int, tree: Any, metadata: Any = None) -> str:
+        """Write checkpoint ``step`` atomically, then keep the newest ``keep`` good checkpoints.
+
+        The file just written is always kept (even if older steps exist on disk
+        with larger numbers) and counts as one of the ``keep``; the others are
+        the newest other files that load and verify.  Unusable files older than
+        ``step`` are deleted, newer ones left alone; they never count.
 
         Returns:
           The path written.
         """
-        path = save(self.path(step), tree, metadata)
         step = self._step(step)
-        others = [s for s in reversed(self.steps()) if s != step]
-        for s in others[self.keep - 1 :]:
+        self.clean_temp()
+        path = save(self.path(step), tree, metadata)
+        self._good[step] = self._identity(path)
+        kept = 1
+        for s in reversed(self.steps()):
+            if s == step:
+                continue
+            if self._usable(s):
+                if kept < self.keep:
+                    kept += 1
+                    continue
+            elif s > step:
+                continue
+            self._good.pop(s, None)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(s))
         _fsync_dir(self.directory)
@@ -614,12 +680,15 @@ class CheckpointManager:
         failures = []
         for s in reversed(self.steps()):
             path = self.path(s)
+            ident = self._identity(path)
             try:
                 tree, meta = load(path, map_location)
             except (CheckpointError, FileNotFoundError) as e:
                 failures.append(str(e))
                 warnings.warn(f"skipping unusable checkpoint {path}: {e}", CheckpointWarning, stacklevel=2)
                 continue
+            if ident is not None and ident == self._identity(path):
+                self._good[s] = ident
             return s, tree, meta
         if not failures:
             raise CheckpointError(f"{self.directory}: no checkpoints named {self.prefix}_<step>.pt found")

@@ -55,12 +55,13 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_config_help(algo_for_help) if algo_for_help else None,
     )
-    tr.add_argument("algo", nargs="?", default="ppo", help=f"one of: {', '.join(list_algorithms())} (default ppo)")
+    tr.add_argument("algo", nargs="?", default=None, help=f"one of: {', '.join(list_algorithms())} (default ppo)")
     tr.add_argument("--env", "--task", dest="env", default=None,
                     help="env id, or task for the LM algorithms (default: the algorithm's; see `funrl envs`)")
     tr.add_argument("--lora", type=int, default=None, metavar="RANK",
                     help="LM algorithms: RL trains LoRA adapters of this rank only (sets lora_rank)")
-    tr.add_argument("--seeds", type=int, default=8, help="number of seeds trained together (default 8)")
+    # flags a resumed run takes from its config.json default to None: only what is given is checked against it
+    tr.add_argument("--seeds", type=int, default=None, help="number of seeds trained together (default 8)")
     tr.add_argument("--total-steps", type=int, default=None, help="env steps per seed (default: config total_timesteps)")
     tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     tr.add_argument(
@@ -76,12 +77,16 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
         "--freeze", default=None, metavar="REGEX",
         help="keep fixed the params whose path (e.g. actor.linear_0.weight) matches REGEX (re.search)",
     )
-    tr.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (default cpu)")
+    tr.add_argument("--device", default=None, choices=["cpu", "cuda"], help="device (default cpu)")
     tr.add_argument("--no-compile", action="store_true", help="run eagerly (same numbers up to rounding; slower)")
     tr.add_argument("--out", default=None, help="results folder (default runs/<algo>-<env>-<time>)")
-    tr.add_argument("--seed", type=int, default=0, help="base seed; seed i uses fold_in(key(seed), i)")
-    tr.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    tr.add_argument("--checkpoint-every", type=int, default=50, help="updates between checkpoints (default 50)")
+    tr.add_argument("--seed", type=int, default=None, help="base seed; seed i uses fold_in(key(seed), i) (default 0)")
+    tr.add_argument(
+        "--resume", default=None, metavar="DIR",
+        help="continue the run in DIR from its last checkpoint, with its stored settings (a flag that would change "
+             "them is an error); a finished run is left as it is",
+    )
+    tr.add_argument("--checkpoint-every", type=int, default=None, help="updates between checkpoints (default 50)")
     tr.add_argument("--no-progress", action="store_true", help="no progress output")
     tr.add_argument("--no-plot", action="store_true", help="do not write learning_curve.png")
 
@@ -203,52 +208,64 @@ def _cmd_envs() -> int:
     return 0
 
 
+def _train_flag_names(given: dict, overrides: dict, lora: bool) -> dict:
+    """How a resume conflict names each of ``funrl.run``'s arguments: the flag that sets it."""
+    names = {"algo": "ALGO", "env": "--env", "seeds": "--seeds", "total_steps": "--total-steps", "seed": "--seed",
+             "device": "--device", "compile": "--no-compile", "checkpoint_every": "--checkpoint-every",
+             "init": "--init", "init_seed": "--init-seed"}
+    for k in given.get("env_params") or {}:
+        names[f"env_params[{k!r}]"] = f"--env-set {k}"
+    for k in overrides:
+        names[f"config.{k}"] = f"--set {k}"
+    names["config.freeze"] = "--freeze"
+    if lora:
+        names["config.lora_rank"] = "--lora"
+    return names
+
+
 def _cmd_train(args) -> int:
     import funrl
 
-    if args.resume is None:
-        from funrl.algorithms import get
-
-        get(args.algo)  # fail fast on a bad name
     overrides = _parse_sets(args.set)
     if args.freeze is not None:
         overrides["freeze"] = args.freeze
     if args.lora is not None:
         overrides["lora_rank"] = args.lora
     env_params = _parse_env_sets(args.env_set)
+    # only what the user gave: a resumed run checks these against its config.json
+    given = {"algo": args.algo, "env": args.env, "seeds": args.seeds, "total_steps": args.total_steps,
+             "seed": args.seed, "device": args.device, "compile": False if args.no_compile else None,
+             "checkpoint_every": args.checkpoint_every, "init": args.init, "init_seed": args.init_seed,
+             "env_params": env_params or None}
+    given = {k: v for k, v in given.items() if v is not None}
     if args.resume is None:
+        from funrl.algorithms import get
+
+        algo = args.algo or "ppo"
+        get(algo)  # fail fast on a bad name
         # validate fields and types before anything runs
         from funrl.runner import resolve_config
 
-        resolve_config(args.algo, args.env, args.total_steps, overrides)
+        resolve_config(algo, args.env, args.total_steps, overrides)
         if args.env is not None or env_params:
-            from funrl.algorithms import DEFAULT_ENVS, get
+            from funrl.algorithms import DEFAULT_ENVS
 
-            make_env = getattr(get(args.algo), "make_env", funrl.envs.make)
-            make_env(args.env or DEFAULT_ENVS[args.algo.lower()], **env_params)
-    result = funrl.run(
-        args.algo,
-        env=args.env,
-        seeds=args.seeds,
-        total_steps=args.total_steps,
-        out=args.out,
-        device=args.device,
-        compile=not args.no_compile,
-        seed=args.seed,
-        resume=args.resume,
-        checkpoint_every=args.checkpoint_every,
-        progress=not args.no_progress,
-        plot=not args.no_plot,
-        init=args.init,
-        init_seed=args.init_seed,
-        env_params=env_params,
-        **overrides,
-    )
+            make_env = getattr(get(algo), "make_env", funrl.envs.make)
+            make_env(args.env or DEFAULT_ENVS[algo.lower()], **env_params)
+    from funrl import runner
+
+    run_args = dict(runner._RUN_DEFAULTS)
+    run_args.update(given, out=args.out, resume=args.resume, progress=not args.no_progress, plot=not args.no_plot)
+    # run's own check compares with its defaults; the flags given are checked exactly, named as flags
+    result = runner._start(run_args, overrides, given, names=_train_flag_names(given, overrides, args.lora is not None))
     from funrl.distributed import world
 
     if world().rank != 0:
         return 0  # under torchrun rank 0 reports for the whole job
     s = result["summary"]
+    if result.get("finished"):
+        print(f"{result['out']}: the run is already finished (its last checkpoint is the last update and "
+              f"summary.json is written); nothing to resume, nothing changed")
     print(
         f"{s['algo']} on {s['env']}: {s['seeds']} seeds x {s['env_steps_per_seed']:,} steps in {s['wall_time_s']:.1f} s "
         f"({s['sps']:,.0f} steps/s)\n"

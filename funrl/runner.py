@@ -20,10 +20,15 @@ the results folder and seed-ordered checkpoints; the results equal a
 single-process run's (see :mod:`funrl.distributed`).
 
 Resume: the whole training state (params, optimizer state, env states, replay
-buffers, keys, counters) and the metrics so far are checkpointed atomically
-every ``checkpoint_every`` updates; ``run(..., resume=DIR)`` continues from the
-newest good checkpoint and reaches the same final parameters, bit for bit on
-CPU, as an uninterrupted run.
+buffers, keys, counters) and the metrics of the updates since the previous
+checkpoint are checkpointed atomically every ``checkpoint_every`` updates, after
+those updates' rows were appended to metrics.csv (so writing results stays
+linear in the run's length); ``run(..., resume=DIR)`` continues from the newest
+good checkpoint, with the settings config.json recorded (``checkpoint_every``
+and ``chunk_size`` included; an argument that would change them is an error),
+cuts metrics.csv back to that checkpoint and reaches the same final parameters
+and metrics.csv, bit for bit on CPU, as an uninterrupted run.  Resuming a
+finished run changes nothing.
 
 Warm starts: ``run(..., init=DIR)`` starts from the final params of the run in
 ``DIR`` (see :mod:`funrl.transfer`); ``env_params`` changes the env's params
@@ -32,13 +37,16 @@ Warm starts: ``run(..., init=DIR)`` starts from the final params of the run in
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import inspect
 import io
 import json
 import math
 import os
 import platform
+import re
 import signal
 import sys
 import time
@@ -53,7 +61,7 @@ from funrl import distributed, stats, transfer, tree
 from funrl.algorithms import DEFAULT_ENVS, get
 from funrl.algorithms.common import Runner, check_hparams
 
-__all__ = ["run", "check_finite", "Diverged", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
+__all__ = ["run", "check_finite", "check_resume_args", "resume_conflicts", "Diverged", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
 
 
 # ------------------------------------------------------------------ configuration
@@ -168,17 +176,102 @@ def chunk_returns(chunk: dict) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ files
-def _metrics_csv(history: dict, steps_per_update: int, first_update: int = 0) -> str:
+def _metrics_csv(history: dict, steps_per_update: int, first_update: int = 0, header: bool = True) -> str:
+    """metrics.csv text for ``history`` (leaves ``[U, S]``): rows of updates ``first_update + 1 ...``."""
     names = list(history)
-    U, S = history[names[0]].shape
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["update", "seed", "env_steps", *names])
+    if header:
+        w.writerow(["update", "seed", "env_steps", *names])
+    if not names:
+        return buf.getvalue()
+    U, S = history[names[0]].shape
     cols = {n: history[n].detach().double().cpu().tolist() for n in names}
     for u in range(U):
         for s in range(S):
             w.writerow([first_update + u + 1, s, (first_update + u + 1) * steps_per_update] + [repr(cols[n][u][s]) for n in names])
     return buf.getvalue()
+
+
+class _MetricsCSV:
+    """``metrics.csv``, grown by appending the rows of each checkpoint's updates (rank 0 only).
+
+    Appending keeps writing the results linear in the run's length (rewriting the
+    whole file at every checkpoint was quadratic).  An append is not atomic; rows
+    a crash left after the newest checkpoint, or a torn last line, are dropped by
+    :meth:`restore` when the run resumes, so a resumed run's file equals an
+    uninterrupted run's byte for byte.
+    """
+
+    def __init__(self, path: str, steps_per_update: int):
+        self.path = path
+        self.steps_per_update = steps_per_update
+        self.started = False  # False: the next write replaces the file (header first)
+
+    def append(self, history: dict, first_update: int) -> None:
+        """Write the rows of ``history`` (leaves ``[n, S]``, updates ``first_update + 1 ...``)."""
+        if not history:
+            return
+        if not self.started:
+            ckpt.write_text_atomic(self.path, _metrics_csv(history, self.steps_per_update, first_update))
+            self.started = True
+            return
+        data = _metrics_csv(history, self.steps_per_update, first_update, header=False).encode("utf-8")
+        with open(self.path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def restore(self, upto: int, segment: dict, write: bool = True) -> dict:
+        """The whole metrics history of a resumed run, the file cut back to match it.
+
+        Args:
+          upto: the update before the checkpoint's ``segment``: the file must hold
+            the rows of updates ``1 .. upto`` (the checkpoint does not).
+          segment: the checkpoint's metrics, leaves ``[n, S]``, updates ``upto + 1 .. upto + n``.
+          write: rewrite the file to exactly the rows of updates ``1 .. upto + n``
+            (False: read only).
+
+        Returns:
+          name -> tensor ``[upto + n, S]`` (the dtypes of ``segment``).
+
+        Raises:
+          ValueError: the file is missing or lacks the rows of updates ``1 .. upto``
+            (naming the file and what it lacks).
+        """
+        names = list(segment)
+        S = segment[names[0]].shape[1] if names else 0
+        header = _metrics_csv({n: torch.zeros(0, S) for n in names}, 1)
+        kept = [header]
+        prior = {n: torch.zeros(0, S, dtype=segment[n].dtype) for n in names}
+        if upto > 0:
+            need = f"the rows of updates 1..{upto} for {S} seeds (the checkpoint holds only the later ones)"
+            try:
+                with open(self.path, "rb") as f:
+                    text = f.read().decode("utf-8")
+            except FileNotFoundError:
+                raise ValueError(f"{self.path}: missing; resuming needs {need}") from None
+            lines = text.splitlines(keepends=True)
+            rows = lines[1 : 1 + upto * S]
+            if not lines or lines[0] != header:
+                raise ValueError(f"{self.path}: expected the header {header.strip()!r}, got {(lines[:1] or [''])[0].strip()!r}")
+            if len(rows) < upto * S or not rows[-1].endswith("\r\n"):
+                raise ValueError(f"{self.path}: expected {need}, found {len(rows)} rows")
+            values = []
+            for i, row in enumerate(rows):
+                parts = row[:-2].split(",")
+                u, s = divmod(i, S)
+                if len(parts) != 3 + len(names) or parts[0] != str(u + 1) or parts[1] != str(s):
+                    raise ValueError(f"{self.path}: line {i + 2}: expected update {u + 1}, seed {s} "
+                                     f"with {len(names)} metrics, got {row.strip()!r}")
+                values.append([float(v) for v in parts[3:]])
+            table = torch.tensor(values, dtype=torch.float64).reshape(upto, S, len(names))
+            prior = {n: table[:, :, j].to(segment[n].dtype) for j, n in enumerate(names)}
+            kept += rows
+        if write:
+            ckpt.write_text_atomic(self.path, "".join(kept) + _metrics_csv(segment, self.steps_per_update, upto, header=False))
+            self.started = True
+        return _concat_histories([prior, segment])
 
 
 def load_run(directory: str) -> dict:
@@ -280,10 +373,15 @@ def run(
       device: ``"cpu"`` or ``"cuda"``.
       compile: compile the vmapped pieces (False: eager vmap, same numbers up to rounding).
       seed: base seed; seed i uses ``fold_in(key(seed), i)``.
-      resume: a results folder to continue from its newest good checkpoint
-        (its config.json fixes algo, env, seeds, config, device and compile; other arguments are ignored).
-      checkpoint_every: updates between checkpoints.
-      chunk_size: updates between progress reports.
+      resume: a results folder to continue from its newest good checkpoint.  Its
+        config.json fixes algo, env, seeds, seed, total_steps, the config (``**overrides``),
+        hparams, init, init_seed, env_params, device, compile, checkpoint_every and
+        chunk_size: an argument given with a value other than its default that differs
+        from the stored one is a ``ValueError`` naming it.  A finished run (its newest
+        checkpoint at the last update and summary.json written) is left unchanged: the
+        result has ``finished`` True and the stored summary.
+      checkpoint_every: updates between checkpoints (recorded in config.json).
+      chunk_size: updates between progress reports and finiteness checks (recorded in config.json).
       progress: show progress.
       plot: write ``learning_curve.png`` when matplotlib is installed.
       hparams: optional per-seed values of batchable hyper-parameters (name -> list/tensor of length ``seeds``).
@@ -318,15 +416,37 @@ def run(
         fail themselves, when another rank raised (each failed rank re-raises
         its own error after printing ``funrl: rank R failed: ...``).
     """
+    args = dict(algo=algo, env=env, seeds=seeds, total_steps=total_steps, out=out, device=device, compile=compile,
+                seed=seed, resume=resume, checkpoint_every=checkpoint_every, chunk_size=chunk_size, progress=progress,
+                plot=plot, hparams=hparams, init=init, init_seed=init_seed, env_params=env_params)
+    # with resume, an argument given a value other than its default must agree with the stored run
+    given = {k: args[k] for k in _RESUMED_ARGS if not _is_default(args[k], _RUN_DEFAULTS[k])}
+    return _start(args, overrides, given)
+
+
+def _is_default(value, default) -> bool:
+    return value is default or (type(value) is type(default) and value == default)
+
+
+def _start(args: dict, overrides: dict, given: dict, names: dict | None = None) -> dict:
+    """``run(**args, **overrides)``; ``given``: the arguments the caller set (checked against a resumed run).
+
+    ``names``: how errors name arguments (the command line passes its flags).
+    """
     w = distributed.world()
     ctx = distributed.init(w) if w.distributed else None
     try:
+        a = args
         return _run(
-            ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
-            checkpoint_every, chunk_size, progress, plot, hparams, init, init_seed, env_params, overrides,
+            ctx, a["algo"], a["env"], a["seeds"], a["total_steps"], a["out"], a["device"], a["compile"], a["seed"],
+            a["resume"], a["checkpoint_every"], a["chunk_size"], a["progress"], a["plot"], a["hparams"], a["init"],
+            a["init_seed"], a["env_params"], overrides, given, names,
         )
     finally:
         distributed.cleanup(ctx)
+
+
+_RUN_DEFAULTS = {p.name: p.default for p in inspect.signature(run).parameters.values() if p.default is not p.empty}
 
 
 def _on_rank0(ctx, fn):
@@ -377,27 +497,132 @@ def read_config_json(path: str, required: tuple[str, ...] = CONFIG_JSON_KEYS) ->
     return cfg
 
 
+#: run()'s arguments that a resumed run takes from config.json (given ones must agree with it)
+_RESUMED_ARGS = ("algo", "env", "seeds", "total_steps", "device", "compile", "seed", "checkpoint_every",
+                 "chunk_size", "hparams", "init", "init_seed", "env_params")
+
+
+def _norm(x):
+    """``x`` as config.json holds it (tuples as lists, tensors as lists), for comparisons."""
+    return json.loads(json.dumps(x, default=ckpt._json_default))
+
+
+def resume_conflicts(saved: dict, given: dict, overrides: dict | None = None) -> list[tuple[str, Any, Any]]:
+    """Arguments given with a resume that differ from the run recorded in its config.json.
+
+    Args:
+      saved: the run's config.json.
+      given: ``run()`` argument names (see ``_RESUMED_ARGS``) -> the values given.
+        A dict argument (``hparams``, ``env_params``) is compared key by key.
+      overrides: Config fields -> values (strings are parsed as on the command line).
+
+    Returns:
+      ``(name, stored, given)`` for each conflict; names are ``run()``'s argument
+      names, ``hparams[k]``, ``env_params[k]`` or ``config.<field>``.
+    """
+    cfg = saved.get("config") or {}
+    init = saved.get("init") or {}
+    stored = {"algo": saved.get("algo"), "env": saved.get("env"), "seeds": saved.get("seeds"), "seed": saved.get("seed"),
+              "total_steps": cfg.get("total_timesteps"), "init": init.get("dir"), "init_seed": init.get("seed")}
+    # keys older config.json files lack: nothing stored, nothing to conflict with
+    for k in ("device", "compile", "checkpoint_every", "chunk_size"):
+        if k in saved:
+            stored[k] = saved[k]
+    out = []
+    for name, value in given.items():
+        if name in ("hparams", "env_params"):
+            have = saved.get(name) or {}
+            for k, v in (value or {}).items():
+                # config.json holds hparams as torch.as_tensor(v).tolist() (float32 values)
+                vn = torch.as_tensor(v).tolist() if name == "hparams" else v
+                if k not in have or _norm(vn) != _norm(have[k]):
+                    out.append((f"{name}[{k!r}]", have.get(k), v))
+            continue
+        if name not in stored:
+            continue
+        s, v = stored[name], value
+        if name == "algo":
+            s, v = str(s).lower(), str(v).lower()
+        elif name == "init" and v is not None:
+            v = os.path.abspath(v)
+        if _norm(v) != _norm(s):
+            out.append((name, stored[name], value))
+    if overrides:
+        module = get(saved["algo"])
+        fields = {f.name: f for f in dataclasses.fields(module.Config)}
+        base = module.Config()
+        for k, v in overrides.items():
+            if k not in fields:
+                resolve_config(saved["algo"], saved["env"], None, {k: v})  # raises naming the unknown field
+            typed = parse_value(fields[k], getattr(base, k), v) if isinstance(v, str) else v
+            if k not in cfg or _norm(typed) != _norm(cfg[k]):
+                out.append((f"config.{k}", cfg.get(k), v))
+    return out
+
+
+def check_resume_args(resume: str, saved: dict, given: dict, overrides: dict | None = None, names: dict | None = None) -> None:
+    """Raise when arguments given with ``resume`` conflict with the stored run (see :func:`resume_conflicts`).
+
+    Args:
+      names: how to show each conflict's name (e.g. command-line flags); default its own.
+
+    Raises:
+      ValueError: naming every conflicting argument, the stored and the given value.
+    """
+    conflicts = resume_conflicts(saved, given, overrides)
+    if not conflicts:
+        return
+    names = names or {}
+    shown = "; ".join(f"{names.get(n, n)}: stored {s!r}, given {v!r}" for n, s, v in conflicts)
+    raise ValueError(
+        f"resume: {os.path.join(resume, 'config.json')} records a run these arguments would change ({shown}); "
+        f"a resumed run keeps its stored settings: leave them out, or start a new run in another folder"
+    )
+
+
+def _resumed_settings(saved: dict, checkpoint_every: int, chunk_size: int, compile: bool, device: str) -> dict:
+    """The arguments of a resumed run, from its config.json (older files lack some keys: the given values stand)."""
+    return {
+        "algo": saved["algo"], "env": saved["env"], "seeds": saved["seeds"], "seed": saved["seed"],
+        "overrides": saved["config"], "total_steps": None, "hparams": saved.get("hparams"),
+        # the checkpoint holds the (warm-started) params: init is recorded, not applied again
+        "init": None, "init_seed": None,
+        # JSON stores a tensor override (one value per env) as a list
+        "env_params": {k: torch.tensor(v) if isinstance(v, list) else v for k, v in (saved.get("env_params") or {}).items()},
+        # Resume exactly as the run started: compiled and eager kernels round differently,
+        # so switching mode midway would break bit-for-bit equality with an uninterrupted run.
+        "compile": saved.get("compile", compile), "device": saved.get("device", device),
+        "checkpoint_every": saved.get("checkpoint_every", checkpoint_every),
+        "chunk_size": saved.get("chunk_size", chunk_size),
+    }
+
+
+def _clean_temp_files(out: str) -> None:
+    """Remove the temp files an interrupted atomic write of a results file left in ``out``."""
+    try:
+        names = os.listdir(out)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if re.fullmatch(r"\.(config\.json|metrics\.csv|summary\.json|learning_curve\.png)\..+\.tmp", name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(out, name))
+
+
 def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
-         checkpoint_every, chunk_size, progress, plot, hparams, init, init_seed, env_params, overrides) -> dict:
+         checkpoint_every, chunk_size, progress, plot, hparams, init, init_seed, env_params, overrides,
+         given=None, names=None) -> dict:
     # ctx is None for a single process; under torchrun this rank trains only its
     # block of seeds and rank 0 alone writes files (see funrl.distributed).
     w = ctx.world if ctx is not None else distributed.World()
     start_update = 0
-    history_prev = None
     if resume is not None:
         saved = _on_rank0(ctx, lambda: read_config_json(os.path.join(resume, "config.json")))
-        algo, env, seeds, seed = saved["algo"], saved["env"], saved["seeds"], saved["seed"]
-        overrides = saved["config"]
-        total_steps = None
-        hparams = saved.get("hparams")
-        # the checkpoint holds the (warm-started) params: init is recorded, not applied again
-        init, init_seed = None, None
-        # JSON stores a tensor override (one value per env) as a list
-        env_params = {k: torch.tensor(v) if isinstance(v, list) else v for k, v in (saved.get("env_params") or {}).items()}
-        # Resume exactly as the run started: compiled and eager kernels round differently,
-        # so switching mode midway would break bit-for-bit equality with an uninterrupted run.
-        compile = saved.get("compile", compile)
-        device = saved.get("device", device)
+        check_resume_args(resume, saved, {k: v for k, v in (given or {}).items() if k in _RESUMED_ARGS}, overrides, names)
+        r = _resumed_settings(saved, checkpoint_every, chunk_size, compile, device)
+        algo, env, seeds, seed, overrides, total_steps = r["algo"], r["env"], r["seeds"], r["seed"], r["overrides"], None
+        hparams, init, init_seed, env_params = r["hparams"], None, None, r["env_params"]
+        compile, device, checkpoint_every, chunk_size = r["compile"], r["device"], r["checkpoint_every"], r["chunk_size"]
         out = resume
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
@@ -405,6 +630,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         raise ValueError(f"seeds: expected an int >= 1, got {seeds!r}")
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every: expected an int >= 1, got {checkpoint_every!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
     if seeds < w.world_size:
         raise ValueError(f"seeds: expected at least one seed per process ({w.world_size} processes), got {seeds}")
     dev = distributed.local_device(device, w)
@@ -427,6 +654,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     if ctx is not None:
         out = distributed.broadcast_object(out, ctx)  # the ranks' clocks may name different folders
     manager = ckpt.CheckpointManager(os.path.join(out, "checkpoints"), keep=2)
+    metrics_csv = _MetricsCSV(os.path.join(out, "metrics.csv"), runner.steps_per_update)
 
     # seed i gets fold_in(key(seed), i) whichever process trains it
     keys = seed_keys(seed, block_count, dev, first=block_start)
@@ -447,31 +675,18 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     if w.main:
         os.makedirs(out, exist_ok=True)  # only now: a run that cannot start leaves no folder behind
 
+    history_prev = None
     if resume is not None:
-
-        def load_latest():
-            if manager.latest_step() is None:
-                raise ckpt.CheckpointError(f"{os.path.join(out, 'checkpoints')}: no checkpoint to resume from")
-            return manager.load(map_location=dev if ctx is None else "cpu")
-
-        if ctx is None:
-            start_update, saved_tree, _ = load_latest()
-            saved_state = saved_tree["state"]
-            history_prev = saved_tree["history"]
-        else:
-            # rank 0 reads the one seed-ordered checkpoint and hands each rank its block,
-            # so a run resumes under any number of processes and only rank 0 needs the folder
-            loaded, error = None, None
-            if w.main:
-                try:
-                    loaded = load_latest()
-                except Exception as e:  # noqa: BLE001 - reported to every rank
-                    error = e
-            distributed.raise_if_any_failed(error, ctx)
-            start_update = distributed.broadcast_object(loaded[0] if w.main else None, ctx)
-            saved_state = distributed.scatter_blocks_from_rank0(loaded[1]["state"] if w.main else None, blocks, ctx)
-            history_prev = loaded[1]["history"] if w.main else None
+        start_update, saved_state, segment = _load_resume_checkpoint(ctx, manager, out, blocks, dev)
         state = tree.unflatten(tree.structure(state), [x.to(dev) for x in tree.leaves(saved_state)])
+        summary_path = os.path.join(out, "summary.json")
+        if start_update >= U and _on_rank0(ctx, lambda: os.path.exists(summary_path)):
+            # finished: report it, change nothing
+            summary = _on_rank0(ctx, lambda: _read_json(summary_path))
+            metrics = metrics_csv.restore(*segment, write=False) if w.main else None
+            return {"summary": summary, "metrics": metrics, "state": state, "out": out,
+                    "seed_block": (block_start, block_count), "finished": True}
+        history_prev = _prepare_resumed_folder(ctx, out, manager, metrics_csv, segment)
     elif w.main:
         config_record = {
             "algo": algo.lower(),
@@ -484,6 +699,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             "init": init_info,
             "device": device,
             "compile": compile,
+            "checkpoint_every": checkpoint_every,
+            "chunk_size": chunk_size,
             "num_updates": U,
             "steps_per_update": runner.steps_per_update,
             "processes": w.world_size,
@@ -492,8 +709,6 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         }
         ckpt.write_json_atomic(os.path.join(out, "config.json"), config_record)
 
-    chunks: list = [history_prev] if history_prev else []
-    new_history: list = []
     label = f"{algo}/{env_id}"
     bar = _Progress(U * runner.steps_per_update, progress and w.main, label)
     fail_at = distributed.fail_after_update(w)
@@ -502,7 +717,6 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     check_metrics = getattr(module, "check_metrics", None)  # e.g. LM tasks: rewards inside the declared range
 
     def callback(st, info):
-        new_history.append(info.metrics)
         check_finite(module, st, info.chunk_metrics, info.update, block_start, out)
         if check_metrics is not None:
             check_metrics(config, env_obj, info.chunk_metrics, info.update)
@@ -526,28 +740,9 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         except ValueError:  # not in the main thread
             previous_handler = None
-    full_state = state
     try:
-        update = start_update
-        all_new = []
-        while update < U:
-            n = min(checkpoint_every - (update % checkpoint_every), U - update)
-            if ctx is None:
-                state, hist = runner.run(state, num_updates=update + n, callback=callback, chunk_size=chunk_size, start_update=update)
-                full_state = state
-            else:
-                error = None
-                try:
-                    state, hist = runner.run(state, num_updates=update + n, callback=callback, chunk_size=chunk_size, start_update=update)
-                except Exception as e:  # noqa: BLE001 - every rank learns of it and stops here
-                    error = e
-                distributed.raise_if_any_failed(error, ctx)
-                hist = distributed.gather_tree_to_rank0(hist, ctx, dim=1)  # [n, S] on rank 0
-                full_state = distributed.gather_tree_to_rank0(state, ctx, dim=0)  # leaves [S, ...] on rank 0
-            update += n
-            if w.main:
-                all_new.append(hist)
-            _on_rank0(ctx, lambda: _write_checkpoint(manager, out, update, full_state, chunks + all_new, runner.steps_per_update))
+        state, full_state, all_new = _train_with_checkpoints(
+            ctx, runner, state, start_update, checkpoint_every, chunk_size, callback, manager, metrics_csv)
     except KeyboardInterrupt:
         bar.close()
         if w.main:
@@ -558,7 +753,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             signal.signal(signal.SIGTERM, previous_handler)
     bar.close()
     wall = time.perf_counter() - t_start
-    history = _concat_histories(chunks + all_new) if w.main else None
+    history = _concat_histories([history_prev] + all_new) if w.main else None
 
     def write_summary():
         finals = final_returns(history)
@@ -593,6 +788,100 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         # the full metrics and state live on rank 0; this rank returns its own block's state
         return {"summary": summary, "metrics": None, "state": state, "out": out, "seed_block": (block_start, block_count)}
     return {"summary": summary, "metrics": history, "state": full_state, "out": out, "seed_block": (block_start, block_count)}
+
+
+def _load_resume_checkpoint(ctx, manager, out, blocks, dev):
+    """``(update, state, (history_from, history))`` of the newest good checkpoint.
+
+    Under torchrun rank 0 reads the one seed-ordered checkpoint and hands each rank
+    its block of the state, so a run resumes under any number of processes and only
+    rank 0 needs the folder; the metrics stay on rank 0 (None elsewhere).
+    """
+
+    def load_latest():
+        if manager.latest_step() is None:
+            raise ckpt.CheckpointError(f"{os.path.join(out, 'checkpoints')}: no checkpoint to resume from")
+        step, saved, meta = manager.load(map_location=dev if ctx is None else "cpu")
+        # checkpoints hold the metrics of the updates since the previous one (history_from);
+        # older ones hold the whole history (no history_from)
+        first = meta.get("history_from", 0) if isinstance(meta, dict) else 0
+        return step, saved, (first, {k: v.cpu() for k, v in saved["history"].items()})
+
+    if ctx is None:
+        step, saved, segment = load_latest()
+        return step, saved["state"], segment
+    loaded, error = None, None
+    if ctx.world.main:
+        try:
+            loaded = load_latest()
+        except Exception as e:  # noqa: BLE001 - reported to every rank
+            error = e
+    distributed.raise_if_any_failed(error, ctx)
+    step = distributed.broadcast_object(loaded[0] if ctx.world.main else None, ctx)
+    state = distributed.scatter_blocks_from_rank0(loaded[1]["state"] if ctx.world.main else None, blocks, ctx)
+    return step, state, (loaded[2] if ctx.world.main else None)
+
+
+def _prepare_resumed_folder(ctx, out, manager, metrics_csv, segment):
+    """On rank 0: remove interrupted writes' temp files and cut metrics.csv back to the checkpoint.
+
+    Returns:
+      the whole metrics history up to the checkpoint on rank 0, None elsewhere.
+      An error on rank 0 stops every rank.
+    """
+
+    def prepare():
+        _clean_temp_files(out)
+        manager.clean_temp()
+        return metrics_csv.restore(*segment)
+
+    if ctx is None:
+        return prepare()
+    history, error = None, None
+    if ctx.world.main:
+        try:
+            history = prepare()
+        except Exception as e:  # noqa: BLE001 - reported to every rank
+            error = e
+    distributed.raise_if_any_failed(error, ctx)
+    return history
+
+
+def _train_with_checkpoints(ctx, runner, state, update, checkpoint_every, chunk_size, callback, manager, metrics_csv):
+    """Train from ``update`` to the end, checkpointing every ``checkpoint_every`` updates.
+
+    At each checkpoint rank 0 appends the new updates' rows to metrics.csv, then
+    saves the state (every seed's, gathered under torchrun) with those updates'
+    metrics.
+
+    Returns:
+      ``(state, full_state, histories)``: this rank's state, the whole state (rank 0)
+      and the metrics of each checkpoint's updates (rank 0; empty list elsewhere).
+    """
+    w = ctx.world if ctx is not None else distributed.World()
+    U = runner.num_updates
+    full_state = state
+    all_new = []
+    while update < U:
+        n = min(checkpoint_every - (update % checkpoint_every), U - update)
+        if ctx is None:
+            state, hist = runner.run(state, num_updates=update + n, callback=callback, chunk_size=chunk_size, start_update=update)
+            full_state = state
+        else:
+            error = None
+            try:
+                state, hist = runner.run(state, num_updates=update + n, callback=callback, chunk_size=chunk_size, start_update=update)
+            except Exception as e:  # noqa: BLE001 - every rank learns of it and stops here
+                error = e
+            distributed.raise_if_any_failed(error, ctx)
+            hist = distributed.gather_tree_to_rank0(hist, ctx, dim=1)  # [n, S] on rank 0
+            full_state = distributed.gather_tree_to_rank0(state, ctx, dim=0)  # leaves [S, ...] on rank 0
+        first, update = update, update + n
+        if w.main:
+            hist = {k: v.detach().cpu() for k, v in hist.items()}
+            all_new.append(hist)
+        _on_rank0(ctx, lambda: _write_checkpoint(manager, metrics_csv, update, full_state, hist, first))
+    return state, full_state, all_new
 
 
 class Diverged(ValueError):
@@ -668,10 +957,15 @@ def _warm_start(ctx, module, config, state, directory, init_seed, seeds, blocks,
                    "seeds": info["seeds"], "update": info["update"]}
 
 
-def _write_checkpoint(manager, out, update, state, histories, steps_per_update) -> None:
-    history = _concat_histories(histories)
-    manager.save(update, {"state": state, "history": history}, metadata={"update": update})
-    ckpt.write_text_atomic(os.path.join(out, "metrics.csv"), _metrics_csv(history, steps_per_update))
+def _write_checkpoint(manager, metrics_csv, update, state, history, first) -> None:
+    """Append the rows of updates ``first + 1 .. update`` to metrics.csv, then save checkpoint ``update``.
+
+    The checkpoint holds the state and only those updates' metrics (``history_from``
+    in its metadata): the earlier rows are in metrics.csv, which already holds every
+    row a checkpoint needs when it is written.
+    """
+    metrics_csv.append(history, first)
+    manager.save(update, {"state": state, "history": history}, metadata={"update": update, "history_from": first})
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -360,3 +360,81 @@ def test_write_json_and_text_atomic(tmp_path, monkeypatch):
     assert t.read_text() == "first" and sorted(os.listdir(tmp_path)) == ["notes.txt", "sub"]
     with pytest.raises(TypeError, match="text"):
         write_text_atomic(t, b"bytes")
+
+
+# ------------------------------------------------------------- retention: only good checkpoints count
+def test_unusable_and_foreign_files_never_push_a_good_checkpoint_out(tmp_path):
+    m = CheckpointManager(tmp_path, keep=2)
+    m.save(1, {"w": torch.tensor([1.0])})
+    m.save(2, {"w": torch.tensor([2.0])})
+    # newer-numbered files that are not usable checkpoints: junk, a plain torch.save, a pickled object
+    (tmp_path / "ckpt_000000000005.pt").write_bytes(b"junk")
+    torch.save({"a": torch.ones(1)}, tmp_path / "ckpt_000000000004.pt")
+    torch.save({"format": ckpt.FORMAT, "tree": Unsafe()}, tmp_path / "ckpt_000000000009.pt")
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    m.save(3, {"w": torch.tensor([3.0])})
+    # the newest two good ones are 3 and 2 (the old rule kept 9, 5 or 4 and deleted 2); newer unusable files stay
+    assert m.steps() == [2, 3, 4, 5, 9]
+    m.save(6, {"w": torch.tensor([6.0])})
+    # unusable files older than a fresh good checkpoint are deleted; other files are never touched
+    assert m.steps() == [3, 6, 9]
+    assert (tmp_path / "notes.txt").exists()
+    with pytest.warns(CheckpointWarning, match="ckpt_000000000009.pt"):
+        assert m.load()[0] == 6
+    # a fresh manager (a new process) verifies what it did not write
+    m2 = CheckpointManager(tmp_path, keep=2)
+    m2.save(7, {"w": torch.tensor([7.0])})
+    assert m2.steps() == [6, 7, 9]
+
+
+def test_a_checkpoint_corrupted_after_it_was_written_does_not_count(tmp_path):
+    m = CheckpointManager(tmp_path, keep=2)
+    m.save(1, {"w": torch.tensor([1.0])})
+    m.save(2, {"w": torch.tensor([2.0])})
+    with open(m.path(2), "r+b") as f:  # bit rot after the fact
+        f.truncate(os.path.getsize(m.path(2)) // 2)
+    m.save(3, {"w": torch.tensor([3.0])})
+    assert m.steps() == [1, 3]  # the last good older one stays; the corrupt one goes
+    assert m.load(1)[1]["w"].item() == 1.0
+
+
+def test_keep_one_never_deletes_the_last_good_checkpoint_for_a_bad_one(tmp_path):
+    m = CheckpointManager(tmp_path, keep=1)
+    m.save(4, {"w": torch.tensor([4.0])})
+    (tmp_path / "ckpt_000000000008.pt").write_bytes(b"torn")
+    m.save(5, {"w": torch.tensor([5.0])})
+    assert m.steps() == [5, 8]
+    with pytest.warns(CheckpointWarning):
+        assert m.load()[0] == 5
+
+
+def test_temp_files_of_an_interrupted_write_are_removed_on_the_next_save(tmp_path):
+    m = CheckpointManager(tmp_path, keep=2)
+    m.save(1, {"w": torch.tensor([1.0])})
+    stray = [tmp_path / ".ckpt_000000000002.pt.k2j3h4.tmp", tmp_path / ".ckpt_000000000001.pt.abc.tmp"]
+    for p in stray:
+        p.write_bytes(b"half a checkpoint")
+    others = [tmp_path / ".other.pt.x.tmp", tmp_path / ".ckpt_1.txt.tmp", tmp_path / "keep.tmp"]
+    for p in others:
+        p.write_bytes(b"not ours")
+    m.save(2, {"w": torch.tensor([2.0])})
+    assert not any(p.exists() for p in stray)
+    assert all(p.exists() for p in others)
+    stray[0].write_bytes(b"again")
+    assert m.clean_temp() == [str(stray[0])]
+    assert m.steps() == [1, 2]
+
+
+def test_interrupted_save_leaves_a_temp_file_that_the_next_save_removes(tmp_path, monkeypatch):
+    m = CheckpointManager(tmp_path, keep=2)
+    m.save(1, {"w": torch.tensor([1.0])})
+    # a hard kill between writing the temp file and the rename: the cleanup in _atomic_write never runs
+    monkeypatch.setattr(os, "replace", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
+    monkeypatch.setattr(os, "unlink", lambda *a, **k: None)
+    with pytest.raises(SystemExit):
+        m.save(2, {"w": torch.tensor([2.0])})
+    monkeypatch.undo()
+    temps = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert len(temps) == 1 and temps[0].startswith(".ckpt_000000000002.pt.")
+    m.save(2, {"w": torch.tensor([2.0])})
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_000000000001.pt", "ckpt_000000000002.pt"]

@@ -98,6 +98,8 @@ def test_train_eval_plot_end_to_end(tmp_path):
 
     ev = funrl_cli("eval", str(out), "--episodes", "3")
     lines = ev.stdout.strip().splitlines()
+    assert lines[0] == "checkpoint: update 8 of 8"  # the checkpoint evaluated comes first
+    lines = lines[1:]
     assert lines[0].split() == ["seed", "mean", "return", "std", "episodes"]
     assert len(lines) == 1 + 2 + 1 and lines[-1].startswith("IQM")
     # a random-ish CartPole policy survives at least 8 steps per episode
