@@ -142,6 +142,11 @@ TINY = {
     "sac": dict(total_timesteps=16, num_envs=2, learning_starts=4, batch_size=4, buffer_size=16, policy_frequency=2,
                 target_network_frequency=2, hidden_sizes=(8,)),
 }
+# the language-model algorithms: a one-layer width-16 transformer, 2 pretraining and 2 RL updates of 8 completions
+_TINY_LM = dict(d_model=16, n_heads=2, n_layers=1, num_prompts=2, group_size=4, pretrain_steps=4,
+                pretrain_steps_per_update=2, total_timesteps=16)
+TINY.update({name: dict(_TINY_LM) for name in ("grpo", "rloo", "ppo_lm")})
+TINY["sft"] = {**_TINY_LM, "total_timesteps": 0}
 
 
 #: ``funrl train ppo`` flags for a run of a few seconds (tiny network, short rollouts, one epoch)

@@ -87,7 +87,7 @@ def test_the_recorder_catches_the_usual_syncs():
 def test_a_training_chunk_never_waits_for_the_device(name):
     module = get(name)
     config = module.Config(**TINY[name])
-    env, env_params = funrl.envs.make(DEFAULT_ENVS[name])
+    env, env_params = getattr(module, "make_env", funrl.envs.make)(DEFAULT_ENVS[name])  # LM: a task
     runner = Runner(module.make_algorithm, config, env, env_params, compile=False)
     state = runner.init(jr.split(jr.key(0), 2))
     assert runner.num_updates >= 2, "the tiny config must run several updates"

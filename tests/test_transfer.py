@@ -30,7 +30,7 @@ def _source(tmp_path, algo="ppo", seeds=2, name="src", **kw):
 
 def _fresh_state(algo, seeds, seed=7, **kw):
     module, env_id, config = resolve_config(algo, None, None, {**(TINY_KW if algo == "ppo" else TINY[algo]), **kw})
-    env, env_params = funrl.envs.make(env_id)
+    env, env_params = getattr(module, "make_env", funrl.envs.make)(env_id)  # LM algorithms: a task
     runner = Runner(module.make_algorithm, config, env, env_params, compile=False)
     return module, runner.init(seed_keys(seed, seeds))
 
