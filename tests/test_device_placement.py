@@ -34,7 +34,7 @@ def test_meta_device_catches_a_default_cpu_tensor():
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_training_stays_on_the_keys_device(name):
     module = get(name)
-    env, env_params = funrl.envs.make(DEFAULT_ENVS[name])
+    env, env_params = getattr(module, "make_env", funrl.envs.make)(DEFAULT_ENVS[name])  # LM algorithms: a task
     env_params = tree.map(lambda x: x.to(META) if isinstance(x, torch.Tensor) else x, env_params)
     runner = Runner(module.make_algorithm, module.Config(**TINY[name]), env, env_params, compile=False)
     state = runner.init(jr.split(jr.key(0), 2).to(META))

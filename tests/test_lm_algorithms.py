@@ -254,6 +254,8 @@ def test_cli_train_eval_resume(tmp_path, walks):
     assert summary["algo"] == "grpo" and summary["env"] == "random-walks" and summary["seeds"] == 2
     from funrl.evaluation import evaluate_run
 
+    assert main(["plot", out]) == 0  # the reward curve, as for every algorithm
+    assert os.path.getsize(os.path.join(out, "learning_curve.png")) > 1000
     table = evaluate_run(out, episodes=6)
     assert table["returns"].shape == (2, 6) and table["update"] == 5
     assert ((table["returns"] >= 0) & (table["returns"] <= 1)).all()
