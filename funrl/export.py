@@ -208,7 +208,8 @@ def export_policy(run_dir: str, seed: int = 0, format: str = "torchscript", out:
         _check(traced, reference, obs, format)
         if format == "torchscript":
             return ckpt._atomic_write(out, lambda f: torch.jit.save(traced, f))
-    buf = io.BytesIO()
-    torch.onnx.export(traced, (obs[:4],), buf, input_names=["obs"], output_names=["action"],
-                      dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}}, dynamo=False)
+        warnings.filterwarnings("ignore", "no signature found")  # a traced module's forward has none: fine here
+        buf = io.BytesIO()
+        torch.onnx.export(traced, (obs[:4],), buf, input_names=["obs"], output_names=["action"],
+                          dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}}, dynamo=False)
     return ckpt._atomic_write(out, lambda f: f.write(buf.getvalue()))

@@ -107,7 +107,7 @@ def test_export_runs_in_plain_torch_and_matches_funrl(algo, runs, tmp_path):
         assert actions.dtype == want.dtype and actions.shape == want.shape, fmt
         if algo == "sac":  # continuous: float32 [B, 1] inside Pendulum's [-2, 2]
             assert want.shape == (len(obs), 1) and want.abs().max() <= 2
-            torch.testing.assert_close(actions, want, rtol=1e-5, atol=1e-6, msg=fmt)
+            torch.testing.assert_close(actions, want, rtol=1e-5, atol=1e-6, msg=lambda m: f"{fmt}: {m}")
         else:
             assert want.shape == (len(obs),) and torch.equal(actions, want), fmt
     # seed 0 is a different network: its export acts differently somewhere
