@@ -121,7 +121,7 @@ def _example_obs(env, env_params, n: int = 64) -> torch.Tensor:
     return torch.randn((n, *space.shape), generator=g)
 
 
-def _state_dict(cfg, module, env, env_params, config, state) -> dict:
+def _state_dict(cfg, env, env_params, config, state) -> dict:
     algo = cfg["algo"]
     obs_shape = list(env.observation_space(env_params).shape)
     act_space = env.action_space(env_params)
@@ -166,7 +166,7 @@ def _check(exported, reference, obs: torch.Tensor, what: str) -> None:
         torch.equal(got, want) if not want.is_floating_point() else torch.allclose(got, want, rtol=1e-5, atol=1e-6))
     if not same:
         raise ValueError(f"format: the {what} export does not reproduce the policy (got {got.dtype} {tuple(got.shape)}, "
-                         f"expected {want.dtype} {tuple(want.shape)}); use format='torchscript'")
+                         f"expected {want.dtype} {tuple(want.shape)})" + ("; use format='torchscript'" if what == "state_dict" else ""))
 
 
 def export_policy(run_dir: str, seed: int = 0, format: str = "torchscript", out: str | None = None) -> str:
@@ -198,7 +198,7 @@ def export_policy(run_dir: str, seed: int = 0, format: str = "torchscript", out:
     reference = _Policy(module.evaluation_policy(config, env, env_params), state, jr.key(0)).eval()
     out = os.fspath(out) if out is not None else os.path.join(run_dir, f"policy_seed{seed}{_SUFFIX[format]}")
     if format == "state_dict":
-        d = _state_dict(cfg, module, env, env_params, config, state)
+        d = _state_dict(cfg, env, env_params, config, state)
         _check(_state_dict_policy(d), reference, obs, format)
         return ckpt._atomic_write(out, lambda f: torch.save(d, f))
     with torch.no_grad(), warnings.catch_warnings():
