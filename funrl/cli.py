@@ -5,6 +5,7 @@
                 [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR]
     funrl eval DIR [--episodes K]
     funrl plot DIR [DIR ...] [--out FILE.png]
+    funrl export DIR [--seed I] --format torchscript|state_dict|onnx [--out PATH]
     funrl envs
     funrl algos
 
@@ -100,6 +101,14 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, help="PNG file (default: learning_curve.png in the first folder)")
     pl.add_argument("--metric", default="episode_return", help="metrics.csv column (default episode_return)")
 
+    ex = sub.add_parser("export", help="write one seed's greedy/mean policy as a file that runs with plain torch")
+    ex.add_argument("dir", help="results folder")
+    ex.add_argument("--seed", type=int, default=0, help="which seed's policy (default 0)")
+    ex.add_argument("--format", required=True, choices=["torchscript", "state_dict", "onnx"],
+                    help="torchscript (traced module), state_dict (tensors + metadata for an nn.Sequential) or "
+                         "onnx (needs pip install 'funrl[onnx]'); see funrl.export")
+    ex.add_argument("--out", default=None, help="file (default DIR/policy_seed<I>.<format suffix>)")
+
     sub.add_parser("envs", help="list environments")
     sub.add_parser("algos", help="list algorithms")
     return parser
@@ -164,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_eval(args)
         if args.command == "plot":
             return _cmd_plot(args)
+        if args.command == "export":
+            return _cmd_export(args)
     except KeyboardInterrupt:
         return 130
     except _rank_failed() as e:
@@ -299,6 +310,19 @@ def _cmd_plot(args) -> int:
     out = args.out or os.path.join(args.dirs[0], "learning_curve.png")
     plot_runs(args.dirs, out, metric=args.metric)
     print(out)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from funrl.export import export_policy
+
+    try:
+        print(export_policy(args.dir, seed=args.seed, format=args.format, out=args.out))
+    except ValueError as e:  # name the flags, not the Python arguments
+        for arg, flag in (("run_dir:", "DIR:"), ("seed:", "--seed:"), ("format:", "--format:")):
+            if str(e).startswith(arg):
+                raise ValueError(flag + str(e)[len(arg):]) from None
+        raise
     return 0
 
 
