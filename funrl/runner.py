@@ -10,6 +10,16 @@ The results folder holds ``config.json`` (resolved config, versions, device),
 bootstrap CI, mean, per-seed final returns, wall time, SPS), ``checkpoints/``
 and, with matplotlib installed, ``learning_curve.png``.
 
+Progress (``progress=True``): a tqdm bar on a terminal, plain lines on stdout
+otherwise.  Steps and rates are env steps summed over the seeds (``sps`` in
+summary.json is the same unit); the rate and the ETA count only the updates run
+in this process (after ``resume``, from the checkpoint on) and, when compiling,
+leave out the first chunk, whose wall time is reported on its own ("compiled in
+41 s") after a line announcing the compile.  The return shown is, per seed, that
+of the seed's last completed episode, carried across chunks in which it
+completed none ("—" before any seed finished one); seeds with a NaN or infinite
+metric are left out of it and counted as ``diverged: k``.
+
 Seeds: seed *i* trains with ``fold_in(key(seed), i)``, whatever the number of
 seeds, so runs with different seed counts (or seeds split across processes)
 agree seed by seed.
@@ -364,15 +374,16 @@ class _Progress:
             self.rate_from = (start_update, self.t0)
         if not enabled:
             return
-        if tty if tty is not None else sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self._steps(num_updates), initial=self._steps(start_update), file=self.stream,
-                            desc=f"{label} (env steps summed over {seeds} seeds)", dynamic_ncols=True,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+        self.tty = tty if tty is not None else sys.stderr.isatty()
         if compile:
             self._say(f"[{label}] compiling the vmapped pieces (first run in this environment: about "
                       f"{COMPILE_SECONDS_PPO} s for the default PPO run on a 2-core CPU; later runs reuse Inductor's cache)")
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self._steps(num_updates), initial=self._steps(start_update), file=self.stream,
+                            desc=f"{label} (env steps summed over {seeds} seeds)", unit_scale=True, dynamic_ncols=True,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
 
     def _steps(self, update: int) -> int:
         return update * self.steps_per_update * self.seeds
@@ -380,6 +391,8 @@ class _Progress:
     def _say(self, text: str) -> None:
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
+        elif self.tty:
+            print(text, file=self.stream, flush=True)
         else:
             print(text, flush=True)
 

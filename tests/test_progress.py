@@ -128,6 +128,7 @@ def test_bar_on_a_terminal_starts_at_the_resumed_update():
     clock = Clock()
     p = progress(start_update=50, clock=clock, tty=True, stream=stream)
     assert p.bar.initial == 50 * 10 * 2 and p.bar.total == 100 * 10 * 2
+    assert p.bar.n == p.bar.initial
     clock.t = 10.0
     p.update(60, chunk([[1.0, 2.0]] * 10, [[1, 1]] * 10))
     p.close()
