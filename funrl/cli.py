@@ -279,7 +279,7 @@ def _cmd_train(args) -> int:
               f"summary.json is written); nothing to resume, nothing changed")
     print(
         f"{s['algo']} on {s['env']}: {s['seeds']} seeds x {s['env_steps_per_seed']:,} steps in {s['wall_time_s']:.1f} s "
-        f"({s['sps']:,.0f} steps/s)\n"
+        f"({s['sps']:,.0f} env steps/s summed over seeds)\n"
         f"final return: IQM {s['iqm']:.1f} (95% CI {s['ci_low']:.1f} .. {s['ci_high']:.1f}), "
         f"mean {s['mean']:.1f}, min {s['min']:.1f}, max {s['max']:.1f}\n"
         f"results: {result['out']}"

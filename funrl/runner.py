@@ -10,6 +10,16 @@ The results folder holds ``config.json`` (resolved config, versions, device),
 bootstrap CI, mean, per-seed final returns, wall time, SPS), ``checkpoints/``
 and, with matplotlib installed, ``learning_curve.png``.
 
+Progress (``progress=True``): a tqdm bar on a terminal, plain lines on stdout
+otherwise.  Steps and rates are env steps summed over the seeds (``sps`` in
+summary.json is the same unit); the rate and the ETA count only the updates run
+in this process (after ``resume``, from the checkpoint on) and, when compiling,
+leave out the first chunk, whose wall time is reported on its own ("compiled in
+41 s") after a line announcing the compile.  The return shown is, per seed, that
+of the seed's last completed episode, carried across chunks in which it
+completed none ("—" before any seed finished one); seeds with a NaN or infinite
+metric are left out of it and counted as ``diverged: k``.
+
 Seeds: seed *i* trains with ``fold_in(key(seed), i)``, whatever the number of
 seeds, so runs with different seed counts (or seeds split across processes)
 agree seed by seed.
@@ -303,38 +313,160 @@ def load_run(directory: str) -> dict:
 
 
 # ------------------------------------------------------------------ progress
-class _Progress:
-    """tqdm bar on a terminal, plain periodic lines otherwise (CI logs stay readable)."""
+#: What the compile line quotes: the wall time of the first chunk (10 updates, compiling included)
+#: of the default PPO run (``funrl train ppo``: CartPole-v1, 8 seeds, one thread), measured on a
+#: 2-core CPU shared with a test run: 151 s and 229 s with an empty Inductor cache (104 s of CPU
+#: time), 60 s with a warm one; the later chunks took 2-3 s.  Other algorithms, machines and
+#: loads take more or less.
+COMPILE_SECONDS_PPO = 150
+COMPILE_SECONDS_PPO_CACHED = 60
 
-    def __init__(self, total_steps: int, enabled: bool, label: str):
+
+def _duration(seconds: float) -> str:
+    """``41 s``, ``3m12s``, ``2h05m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class _Progress:
+    """Progress of a run: a tqdm bar on a terminal, plain periodic lines otherwise (CI logs stay readable).
+
+    Unit: env steps summed over the seeds (``update * steps_per_update * seeds``),
+    for the count, the total and the rate alike, as in summary.json's ``sps``.
+    The rate and the ETA count only the updates this process ran (a resumed run
+    starts from its checkpoint) and, with ``compile``, leave out the first chunk,
+    whose time (compiling included) is reported on its own line.
+
+    Returns: per seed, the return of the seed's last completed episode (the mean
+    ``episode_return`` of the last update with ``episodes > 0``), carried across
+    chunks in which the seed completed none; shown as the mean and IQM over the
+    seeds that finished an episode ("—" before any did).  A seed whose return is
+    not finite is left out of both and counted as ``diverged: k``.
+
+    Args:
+      clock: seconds, for tests (default ``time.perf_counter``).
+      tty: draw a tqdm bar (default: whether stderr is a terminal).
+      stream: where the bar and its messages go (default stderr); plain lines go to stdout.
+    """
+
+    def __init__(self, label: str, num_updates: int, steps_per_update: int, seeds: int, enabled: bool,
+                 start_update: int = 0, compile: bool = False, clock=time.perf_counter, tty: bool | None = None,
+                 stream=None, every_s: float = 5.0):
         self.enabled = enabled
         self.label = label
-        self.total = total_steps
+        self.num_updates = num_updates
+        self.steps_per_update = steps_per_update
+        self.seeds = seeds
+        self.compile = compile
+        self.clock = clock
+        self.every_s = every_s
+        self.stream = stream if stream is not None else sys.stderr
         self.bar = None
-        self.last_line = 0.0
-        if enabled and sys.stderr.isatty():
+        self.last_line = None
+        self.last_return = None  # float64 [S]: the last known per-seed return (NaN: no episode yet)
+        self.seen = None  # bool [S]: the seed completed an episode
+        self.diverged = None  # bool [S]: a metric of the seed was NaN or infinite
+        self.start_update = start_update
+        self.t0 = clock()
+        self.rate_from = None  # (update, time) the rate is measured from; None until it is known
+        if not compile:
+            self.rate_from = (start_update, self.t0)
+        if not enabled:
+            return
+        self.tty = tty if tty is not None else sys.stderr.isatty()
+        if compile:
+            self._say(f"[{label}] compiling the vmapped pieces (first run in this environment: about "
+                      f"{COMPILE_SECONDS_PPO} s, as measured for the default PPO run on a 2-core CPU; later runs "
+                      f"reuse Inductor's cache: about {COMPILE_SECONDS_PPO_CACHED} s)")
+        if self.tty:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_steps, unit="step", unit_scale=True, desc=label, dynamic_ncols=True)
+            self.bar = tqdm(total=self._steps(num_updates), initial=self._steps(start_update), file=self.stream,
+                            desc=f"{label} (env steps summed over {seeds} seeds)", unit_scale=True, dynamic_ncols=True,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
 
-    def update(self, env_steps: int, sps: float, ret_mean: float, ret_iqm: float):
+    def _steps(self, update: int) -> int:
+        return update * self.steps_per_update * self.seeds
+
+    def _say(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        elif self.tty:
+            print(text, file=self.stream, flush=True)
+        else:
+            print(text, flush=True)
+
+    def _returns(self, chunk_metrics: dict) -> None:
+        """Carry each seed's last completed episode's return over to this chunk."""
+        ret = chunk_metrics["episode_return"].double().cpu()  # [C, S]
+        eps = chunk_metrics["episodes"].double().cpu() > 0
+        if self.last_return is None:
+            self.last_return = torch.full((ret.shape[1],), math.nan, dtype=torch.float64)
+            self.seen = torch.zeros(ret.shape[1], dtype=torch.bool)
+        if self.diverged is None:
+            self.diverged = torch.zeros(ret.shape[1], dtype=torch.bool)
+        for v in chunk_metrics.values():  # any metric, not only the returns: a NaN seed is never hidden
+            if v.is_floating_point() and v.dim() == 2:
+                self.diverged |= ~torch.isfinite(v.detach().cpu()).all(0)
+        any_ep = eps.any(0)
+        C = ret.shape[0]
+        last = C - 1 - eps.flip(0).double().argmax(0)  # index of the last update with an episode
+        latest = ret.gather(0, last[None]).squeeze(0)
+        self.last_return = torch.where(any_ep, latest, self.last_return)
+        self.seen |= any_ep
+
+    def text(self, update: int) -> str:
+        """The progress after ``update``: rate, ETA and returns (the part after the step count)."""
+        parts = []
+        if self.rate_from is not None and update > self.rate_from[0]:
+            u0, t_from = self.rate_from
+            dt = max(self.clock() - t_from, 1e-9)
+            rate = self._steps(update - u0) / dt
+            parts.append(f"{rate:,.0f} env steps/s")
+            parts.append(f"eta {_duration(self._steps(self.num_updates - update) / max(rate, 1e-9))}")
+        else:
+            parts.append("— env steps/s")
+        if self.seen is None:
+            parts.append("return —")
+            return "  ".join(parts)
+        diverged = self.diverged | (self.seen & ~torch.isfinite(self.last_return))
+        good = self.seen & ~diverged
+        if bool(good.any()):
+            r = self.last_return[good]
+            # 4 significant digits: CartPole's 487.3 and a language task's reward 0.734 both read well
+            parts.append(f"return (last episode, {int(good.sum())}/{good.numel()} seeds) "
+                         f"mean {float(r.mean()):.4g} iqm {float(stats.iqm(r.numpy())):.4g}")
+        else:
+            parts.append("return —")
+        if bool(diverged.any()):
+            parts.append(f"diverged: {int(diverged.sum())}")
+        return "  ".join(parts)
+
+    def update(self, update: int, chunk_metrics: dict) -> None:
+        """Report the chunk of updates that ended at ``update`` (metrics ``[C, S]``)."""
         if not self.enabled:
             return
+        now = self.clock()
+        self._returns(chunk_metrics)
+        if self.compile and self.rate_from is None:
+            n = update - self.start_update
+            self._say(f"[{self.label}] compiled in {_duration(now - self.t0)} (the first {n} update{'s' * (n != 1)}' "
+                      f"wall time, compiling included; left out of the rate)")
+            self.rate_from = (update, now)
         if self.bar is not None:
-            self.bar.n = env_steps
-            # 4 significant digits: CartPole's 487.3 and a language task's reward 0.734 both read well
-            self.bar.set_postfix(sps=f"{sps:,.0f}", ret_mean=f"{ret_mean:.4g}", ret_iqm=f"{ret_iqm:.4g}", refresh=False)
+            self.bar.n = self._steps(update)
+            self.bar.set_postfix_str(self.text(update), refresh=False)
             self.bar.refresh()
             return
-        now = time.perf_counter()
-        if now - self.last_line >= 5.0 or env_steps >= self.total:
+        if self.last_line is None or now - self.last_line >= self.every_s or update >= self.num_updates:
             self.last_line = now
-            pct = 100.0 * env_steps / max(self.total, 1)
-            print(
-                f"[{self.label}] {env_steps:,}/{self.total:,} steps ({pct:.0f}%)  sps {sps:,.0f}  "
-                f"return mean {ret_mean:.4g}  iqm {ret_iqm:.4g}",
-                flush=True,
-            )
+            pct = 100.0 * update / max(self.num_updates, 1)
+            print(f"[{self.label}] {self._steps(update):,}/{self._steps(self.num_updates):,} env steps summed over "
+                  f"{self.seeds} seeds ({pct:.0f}%)  {self.text(update)}", flush=True)
 
     def close(self):
         if self.bar is not None:
@@ -710,7 +842,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         ckpt.write_json_atomic(os.path.join(out, "config.json"), config_record)
 
     label = f"{algo}/{env_id}"
-    bar = _Progress(U * runner.steps_per_update, progress and w.main, label)
+    bar = _Progress(label, U, runner.steps_per_update, seeds, progress and w.main, start_update=start_update,
+                    compile=compile)
     fail_at = distributed.fail_after_update(w)
     t_start = time.perf_counter()
 
@@ -725,13 +858,9 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
                 f"{distributed.FAIL_RANK_ENV}={os.environ.get(distributed.FAIL_RANK_ENV)}: "
                 f"rank {w.rank} raising after update {info.update} (testing hook)"
             )
-        # progress shows rank 0's block (no collectives here: a rank that raises mid-chunk
+        # progress shows rank 0's block's returns (no collectives here: a rank that raises mid-chunk
         # must not leave the others waiting); every rank runs at about the same rate
-        ret = chunk_returns(info.chunk_metrics)
-        ret = ret[~torch.isnan(ret)]  # seeds that finished no episode in this chunk have no return yet
-        mean = float(ret.mean()) if ret.numel() > 0 else float("nan")
-        iqm = float(stats.iqm(ret.numpy())) if ret.numel() > 0 else float("nan")
-        bar.update(info.update * runner.steps_per_update, info.sps * seeds / block_count, mean, iqm)
+        bar.update(info.update, info.chunk_metrics)
 
     # SIGTERM behaves like Ctrl-C: stop, keep the last good checkpoint, tell how to resume.
     previous_handler = None

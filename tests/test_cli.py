@@ -80,8 +80,9 @@ def test_train_eval_plot_end_to_end(tmp_path):
         "--checkpoint-every", "4", *TINY,
     )
     assert "final return: IQM" in proc.stdout
+    assert "env steps/s summed over seeds" in proc.stdout  # the summary line states its unit
     # plain progress lines when stdout/stderr is not a terminal
-    assert "[ppo/CartPole-v1]" in proc.stdout
+    assert "[ppo/CartPole-v1]" in proc.stdout and "env steps summed over 2 seeds" in proc.stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["algo"] == "ppo" and cfg["seeds"] == 2 and cfg["config"]["num_envs"] == 2
     assert cfg["versions"]["torch"] == torch.__version__
