@@ -31,7 +31,8 @@ def test_meta_device_catches_a_default_cpu_tensor():
     assert (x * torch.tensor(2.0)).device == META  # CPU scalars mix with any device, on CUDA too
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+# rloo and sft run only pieces grpo runs too (lm_common's generate, pretrain and clipped update); ppo_lm adds its own
+@pytest.mark.parametrize("name", sorted(set(TINY) - {"rloo", "sft"}))
 def test_training_stays_on_the_keys_device(name):
     module = get(name)
     env, env_params = getattr(module, "make_env", funrl.envs.make)(DEFAULT_ENVS[name])  # LM algorithms: a task

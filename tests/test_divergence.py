@@ -24,8 +24,8 @@ class NaNAfterEpisodeStep(CartPole):
 
 def test_nan_reward_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
     out = str(tmp_path / "run")
-    funrl.run("ppo", seeds=2, total_steps=32 * 8, out=out, progress=False, plot=False, chunk_size=2,
-              checkpoint_every=2, **TINY)
+    funrl.run("ppo", seeds=2, total_steps=32 * 8, out=out, compile=False, progress=False, plot=False,
+              chunk_size=2, checkpoint_every=2, **TINY)
     manager = ckpt.CheckpointManager(os.path.join(out, "checkpoints"))
     os.remove(manager.path(8))
     os.remove(os.path.join(out, "summary.json"))
