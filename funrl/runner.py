@@ -581,10 +581,11 @@ def _start(args: dict, overrides: dict, given: dict, names: dict | None = None) 
 _RUN_DEFAULTS = {p.name: p.default for p in inspect.signature(run).parameters.values() if p.default is not p.empty}
 
 
-def _on_rank0(ctx, fn):
+def _on_rank0(ctx, fn, broadcast: bool = True):
     """``fn()`` on rank 0, its result broadcast to every rank; an error there stops every rank.
 
-    Single-process (``ctx`` None) it is just ``fn()``.
+    Single-process (``ctx`` None) it is just ``fn()``.  ``broadcast=False``: the
+    result stays on rank 0 (the other ranks get None), for results only rank 0 uses.
     """
     if ctx is None:
         return fn()
@@ -595,7 +596,7 @@ def _on_rank0(ctx, fn):
         except Exception as e:  # noqa: BLE001 - reported to every rank, re-raised on this one
             error = e
     distributed.raise_if_any_failed(error, ctx)
-    return distributed.broadcast_object(result, ctx)
+    return distributed.broadcast_object(result, ctx) if broadcast else result
 
 
 def _read_json(path: str):
@@ -939,13 +940,7 @@ def _load_resume_checkpoint(ctx, manager, out, blocks, dev):
     if ctx is None:
         step, saved, segment = load_latest()
         return step, saved["state"], segment
-    loaded, error = None, None
-    if ctx.world.main:
-        try:
-            loaded = load_latest()
-        except Exception as e:  # noqa: BLE001 - reported to every rank
-            error = e
-    distributed.raise_if_any_failed(error, ctx)
+    loaded = _on_rank0(ctx, load_latest, broadcast=False)
     step = distributed.broadcast_object(loaded[0] if ctx.world.main else None, ctx)
     state = distributed.scatter_blocks_from_rank0(loaded[1]["state"] if ctx.world.main else None, blocks, ctx)
     return step, state, (loaded[2] if ctx.world.main else None)
@@ -964,16 +959,7 @@ def _prepare_resumed_folder(ctx, out, manager, metrics_csv, segment):
         manager.clean_temp()
         return metrics_csv.restore(*segment)
 
-    if ctx is None:
-        return prepare()
-    history, error = None, None
-    if ctx.world.main:
-        try:
-            history = prepare()
-        except Exception as e:  # noqa: BLE001 - reported to every rank
-            error = e
-    distributed.raise_if_any_failed(error, ctx)
-    return history
+    return _on_rank0(ctx, prepare, broadcast=False)
 
 
 def _train_with_checkpoints(ctx, runner, state, update, checkpoint_every, chunk_size, callback, manager, metrics_csv):
