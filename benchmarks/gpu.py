@@ -19,7 +19,7 @@ What is timed:
   blocks, each ended by a device synchronise.  gymnasium native:
   :func:`bench_envs.bench_gym` (numpy, one CPU thread, next-step auto-reset),
   up to ``--gym-max-n`` envs.
-* PPO: :func:`throughput.time_funrl` (a ``Runner`` with compiled or eager
+* PPO: :func:`throughput.time_funrl` (a ``Driver`` with compiled or eager
   vmapped pieces; ``compile_s`` from the warm-up updates) with CleanRL's PPO
   config (4 envs x 128 steps per seed per update); the baseline is
   :func:`throughput.cleanrl_ppo` on ``--baseline-device`` (default cpu: for

@@ -1,7 +1,7 @@
 """Does each funrl algorithm learn its task?  Many seeds in one vmapped, compiled run, against the issue's targets.
 
 For every row: ``--seeds`` seeds (default 16) trained together by
-``funrl.algorithms.common.Runner`` (``funrl.jit(vmap(piece))``), then scored
+``funrl.algorithms.common.Driver`` (``funrl.jit(vmap(piece))``), then scored
 across seeds with the interquartile mean and a percentile-bootstrap 95% CI
 (``funrl.stats.summarize``):
 
@@ -9,7 +9,7 @@ across seeds with the interquartile mean and a percentile-bootstrap 95% CI
   ``module.evaluation_policy``) is evaluated for ``--episodes`` episodes with
   ``funrl.evaluation.evaluate_policy``; a seed's score is its mean episode
   return.  The training return at the end of the run
-  (``funrl.runner.final_returns``: mean ``episode_return`` over the last 5% of
+  (``funrl.results.final_returns``: mean ``episode_return`` over the last 5% of
   updates) is reported beside it.
 * tabular rows: a seed's score is the exact discounted value, from the initial
   state, of the greedy policy of its final Q-table (the algorithm's
@@ -113,14 +113,14 @@ def _optimal_value(env, gamma: float) -> float:
 
 
 def run_row(name: str, row: Row, args) -> dict:
-    """Train ``args.seeds`` seeds of one row in one Runner and score them; a dict for the JSON."""
+    """Train ``args.seeds`` seeds of one row in one Driver and score them; a dict for the JSON."""
     import funrl
     from funrl import stats, tree
     from funrl import random as jr
     from funrl.algorithms import get
-    from funrl.algorithms.common import Runner
+    from funrl.algorithms.common import Driver, seed_keys
     from funrl.evaluation import evaluate_policy
-    from funrl.runner import final_returns, seed_keys
+    from funrl.results import concat_metrics, final_returns
 
     try:
         module = get(row.algo)
@@ -137,19 +137,19 @@ def run_row(name: str, row: Row, args) -> dict:
     torch._dynamo.reset()
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    runner = Runner(module.make_algorithm, config, env, env_params, compile=args.compile)
-    state = runner.init(seed_keys(args.seed, args.seeds, device))
-    num_updates = runner.num_updates if args.max_updates is None else min(args.max_updates, runner.num_updates)
+    driver = Driver(module.make_algorithm, config, env, env_params, compile=args.compile)
+    state = driver.init(seed_keys(args.seed, args.seeds, device))
+    num_updates = driver.num_updates if args.max_updates is None else min(args.max_updates, driver.num_updates)
     t1 = time.perf_counter()
-    state, first = runner.run(state, num_updates=1, chunk_size=1)
+    state, first = driver.run(state, num_updates=1, chunk_size=1)
     first_update_s = time.perf_counter() - t1
     histories = [first]
     if num_updates > 1:
-        state, rest = runner.run(state, num_updates=num_updates, chunk_size=max(1, num_updates // 20), start_update=1)
+        state, rest = driver.run(state, num_updates=num_updates, chunk_size=max(1, num_updates // 20), start_update=1)
         histories.append(rest)
     train_s = time.perf_counter() - t0
-    metrics = {k: torch.cat([h[k] for h in histories], 0) for k in histories[0]}
-    env_steps = num_updates * runner.steps_per_update
+    metrics = concat_metrics(histories)  # [seeds, updates]
+    env_steps = num_updates * driver.steps_per_update
 
     out = {
         "name": name,
@@ -178,7 +178,7 @@ def run_row(name: str, row: Row, args) -> dict:
     else:
         gamma = float(config.gamma)
         optimum = _optimal_value(env, gamma)
-        scores = metrics["greedy_value"][-1].double()
+        scores = metrics["greedy_value"][:, -1].double()
         summary = stats.summarize(scores.numpy())
         threshold = (1.0 - row.target) * optimum
         out.update(

@@ -80,20 +80,20 @@ def run_row(name: str, seeds: int, quick: bool, runs_dir: str) -> dict:
                        plot=False, chunk_size=10, **config)
     wall = time.perf_counter() - t0
     m = result["metrics"]
-    pre = m["phase"][:, 0] == 0
+    pre = m["phase"][0] == 0  # metrics: [seeds, updates]
     last_pre = int(pre.nonzero().max()) if pre.any() else None
     state = result["state"]
     n_all = sum(x[0].numel() for x in tree.leaves(state.params))
     n_rl = (sum(x[0].numel() for x in tree.leaves(state.adapters)) if config.get("lora_rank") else n_all)
-    kl_token = m["kl"][-5:].mean(0)
+    kl_token = m["kl"][:, -5:].mean(1)
     greedy = evaluate_run(result["out"], episodes=64)
     return {
         "name": name,
         "algo": algo,
         "config": config,
         "seeds": seeds,
-        "updates": int(m["phase"].shape[0]),
-        "pretrained": iqm_ci(m["episode_return"][last_pre].tolist()) if last_pre is not None else None,
+        "updates": int(m["phase"].shape[1]),
+        "pretrained": iqm_ci(m["episode_return"][:, last_pre].tolist()) if last_pre is not None else None,
         "final": {k: result["summary"][k] for k in ("iqm", "ci_low", "ci_high")} | {
             "per_seed": result["summary"]["per_seed_final_return"]},
         "greedy": {k: greedy["summary"][k] for k in ("iqm", "ci_low", "ci_high")},

@@ -28,22 +28,22 @@ import numpy as np
 import torch
 
 from funrl import checkpoint as ckpt
-from funrl.runner import _concat_histories, _metrics_csv, _MetricsCSV, _write_checkpoint
+from funrl.results import MetricsCSV, concat_metrics, metrics_csv_text, write_checkpoint
 
 NAMES = ("episode_return", "episode_length", "episodes", "td_loss", "q_values", "epsilon")
 
 
 def _segment(rng, n, seeds):
-    return {k: torch.from_numpy(rng.standard_normal((n, seeds)).astype(np.float32)) for k in NAMES}
+    return {k: torch.from_numpy(rng.standard_normal((seeds, n)).astype(np.float32)) for k in NAMES}  # [seeds, updates]
 
 
 def before_one(directory, manager, k, segments, spu):
     """The old writer at checkpoint ``k``: the whole history into the checkpoint and into metrics.csv."""
     t = time.perf_counter()
-    history = _concat_histories(segments[:k])
-    update = sum(s[NAMES[0]].shape[0] for s in segments[:k])
+    history = concat_metrics(segments[:k])
+    update = sum(s[NAMES[0]].shape[1] for s in segments[:k])
     manager.save(update, {"state": {"x": torch.zeros(1)}, "history": history}, metadata={"update": update})
-    ckpt.write_text_atomic(os.path.join(directory, "metrics.csv"), _metrics_csv(history, spu))
+    ckpt.write_text_atomic(os.path.join(directory, "metrics.csv"), metrics_csv_text(history, spu))
     return time.perf_counter() - t
 
 
@@ -63,10 +63,10 @@ def main():
 
     with tempfile.TemporaryDirectory() as d:
         manager = ckpt.CheckpointManager(os.path.join(d, "checkpoints"), keep=2)
-        writer = _MetricsCSV(os.path.join(d, "metrics.csv"), spu)
+        writer = MetricsCSV(os.path.join(d, "metrics.csv"), spu)
         t0 = time.perf_counter()
         for i, seg in enumerate(segments):
-            _write_checkpoint(manager, writer, (i + 1) * args.every, {"x": torch.zeros(1)}, seg, i * args.every)
+            write_checkpoint(manager, writer, (i + 1) * args.every, {"x": torch.zeros(1)}, seg, i * args.every)
         after = time.perf_counter() - t0
         csv_bytes = os.path.getsize(os.path.join(d, "metrics.csv"))
         ckpt_bytes = os.path.getsize(manager.path(K * args.every))

@@ -7,7 +7,7 @@ with the usual way, one seed at a time in a CleanRL-style loop (gymnasium
 
 What is timed, per cell:
 
-* funrl: ``funrl.algorithms.common.Runner(make_algorithm, config, ...)`` with
+* funrl: ``funrl.algorithms.common.Driver(make_algorithm, config, ...)`` with
   ``compile=True`` (``funrl.jit(vmap(piece))``) or ``compile=False`` (eager
   ``vmap``), ``init`` outside the clock.  The first update(s) are warm-up:
   ``compile_s`` = (first update + second update) - 2 x steady update, because
@@ -63,7 +63,7 @@ def _clock(device: torch.device) -> float:
 
 # ====================================================================== funrl
 def time_funrl(module, config, S: int, compile: bool, updates: int, device: torch.device, env_id: str = "CartPole-v1"):
-    """Steady-state aggregate env-steps/s of ``S`` seeds of ``module`` in one Runner, and its warm-up cost.
+    """Steady-state aggregate env-steps/s of ``S`` seeds of ``module`` in one Driver, and its warm-up cost.
 
     Returns:
       dict with ``sps``, ``update_s`` (seconds per steady update), ``first_update_s``,
@@ -72,25 +72,24 @@ def time_funrl(module, config, S: int, compile: bool, updates: int, device: torc
     """
     import funrl
     from funrl import tree
-    from funrl.algorithms.common import Runner
-    from funrl.runner import seed_keys
+    from funrl.algorithms.common import Driver, seed_keys
 
     torch._dynamo.reset()
     env, env_params = funrl.envs.make(env_id)
     env_params = tree.map(lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, env_params)
-    runner = Runner(module.make_algorithm, config, env, env_params, compile=compile)
-    state = runner.init(seed_keys(0, S, device))
+    driver = Driver(module.make_algorithm, config, env, env_params, compile=compile)
+    state = driver.init(seed_keys(0, S, device))
     warmups = []
     for _ in range(2 if compile else 1):
         t0 = _clock(device)
-        state, _ = runner.run(state, num_updates=1, chunk_size=1)
+        state, _ = driver.run(state, num_updates=1, chunk_size=1)
         warmups.append(_clock(device) - t0)
     t0 = _clock(device)
-    state, metrics = runner.run(state, num_updates=updates, chunk_size=updates)
+    state, metrics = driver.run(state, num_updates=updates, chunk_size=updates)
     elapsed = _clock(device) - t0
     per_update = elapsed / updates
-    steps = runner.steps_per_update * S
-    ret, eps = metrics["episode_return"][-1], metrics["episodes"][-1]
+    steps = driver.steps_per_update * S
+    ret, eps = metrics["episode_return"][:, -1], metrics["episodes"][:, -1]  # metrics: [seeds, updates]
     out = {
         "seeds": S,
         # a sanity value (learning is included in the timing): mean over seeds that finished an episode

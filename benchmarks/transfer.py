@@ -78,7 +78,7 @@ def iqm_curve(metrics: dict, chunk: int, steps_per_update: int) -> tuple[list[in
     """IQM over seeds of the per-chunk training return, and the env step (per seed) at each chunk's end.
 
     Args:
-      metrics: ``funrl.run``'s metrics, leaves ``[U, S]`` (``episode_return``, ``episodes``).
+      metrics: ``funrl.run``'s metrics, leaves ``[S, U]`` (``episode_return``, ``episodes``).
       chunk: updates per chunk (the last chunk may be shorter).
       steps_per_update: env steps per seed per update.
 
@@ -88,11 +88,11 @@ def iqm_curve(metrics: dict, chunk: int, steps_per_update: int) -> tuple[list[in
     from funrl import stats
     from funrl.runner import chunk_returns
 
-    U = metrics["episode_return"].shape[0]
+    U = metrics["episode_return"].shape[1]
     steps, iqms = [], []
     for start in range(0, U, chunk):
         end = min(start + chunk, U)
-        returns = chunk_returns({k: metrics[k][start:end] for k in ("episode_return", "episodes")})
+        returns = chunk_returns({k: metrics[k][:, start:end] for k in ("episode_return", "episodes")})
         returns = torch.nan_to_num(returns, nan=0.0)  # a seed with no finished episode has not balanced anything yet
         steps.append(end * steps_per_update)
         iqms.append(float(stats.iqm(returns.numpy())))
@@ -125,7 +125,7 @@ def verdict(finetune: int | None, scratch: int | None, budget: int, target_ratio
 def _phase(name: str, result: dict, args, wall: float, load_before) -> dict:
     """One run's entry in the JSON."""
     metrics = result["metrics"]
-    U = metrics["episode_return"].shape[0]
+    U = metrics["episode_return"].shape[1]
     steps_per_update = result["summary"]["env_steps_per_seed"] // U
     steps, iqms = iqm_curve(metrics, args.chunk, steps_per_update)
     reached = steps_to_threshold(steps, iqms, args.threshold)
@@ -193,7 +193,7 @@ def main(argv=None) -> dict:
 
     import funrl
     from funrl.cli import _parse_sets
-    from funrl.runner import resolve_config
+    from funrl.algorithms import resolve_config
 
     try:
         config = {**(QUICK_CONFIG if q else {}), **_parse_sets(args.set)}

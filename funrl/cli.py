@@ -255,7 +255,7 @@ def _cmd_train(args) -> int:
         algo = args.algo or "ppo"
         get(algo)  # fail fast on a bad name
         # validate fields and types before anything runs
-        from funrl.runner import resolve_config
+        from funrl.algorithms import resolve_config
 
         resolve_config(algo, args.env, args.total_steps, overrides)
         if args.env is not None or env_params:

@@ -25,18 +25,27 @@ last good checkpoint is written (no ``summary.json``).  A rank killed outright
 is noticed by torchrun, which stops the others; under another launcher they
 stop at the timeout.
 
+One interface for one process or many: :func:`context` gives :class:`Local`
+(a single process, where every exchange is the identity) or :class:`Torchrun`
+(the process group), with the same methods (``world``, ``on_main``,
+``raise_if_any_failed``, ``broadcast``, ``gather_seeds``, ``scatter_blocks``),
+so :mod:`funrl.runner` has one code path for both.
+
 Testing hook: ``FUNRL_TEST_FAIL_RANK=R`` (:data:`FAIL_RANK_ENV`) makes rank R
 raise ``RuntimeError`` after its first chunk of updates;
-``FUNRL_TEST_FAIL_RANK=R:U`` after its first chunk that reaches update U.  It
-exists only to test the failure path; never set it otherwise.
+``FUNRL_TEST_FAIL_RANK=R:U`` after its first chunk that reaches update U (also
+in a single process, as rank 0).  It exists only to test the failure path; never
+set it otherwise.  :func:`with_failure_hook` adds it to a run's chunk callback
+only while the variable is set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import sys
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import torch
 
@@ -45,6 +54,9 @@ from funrl import tree
 __all__ = [
     "World",
     "RankFailed",
+    "Local",
+    "Torchrun",
+    "context",
     "world",
     "seed_block",
     "seed_blocks",
@@ -58,6 +70,7 @@ __all__ = [
     "scatter_blocks_from_rank0",
     "raise_if_any_failed",
     "fail_after_update",
+    "with_failure_hook",
     "TIMEOUT_ENV",
     "FAIL_RANK_ENV",
 ]
@@ -221,12 +234,6 @@ def timeout(environ: Mapping[str, str] | None = None) -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
-class _Context(NamedTuple):
-    world: World
-    group: Any  # process group for host-side objects (None: the default group)
-    owned: bool  # this module created the process group and must destroy it
-
-
 def backend(cuda_available: bool) -> str:
     """The process-group backend: ``"gloo"``, or ``"cpu:gloo,cuda:nccl"`` where CUDA is available.
 
@@ -238,7 +245,7 @@ def backend(cuda_available: bool) -> str:
     return "cpu:gloo,cuda:nccl" if cuda_available else "gloo"
 
 
-def init(w: World) -> _Context:
+def init(w: World) -> "Torchrun":
     """Join the process group (:func:`backend`, :func:`timeout`) unless the caller already did.
 
     Args:
@@ -264,14 +271,14 @@ def init(w: World) -> _Context:
             f"the process group already initialised has rank {dist.get_rank()} of {dist.get_world_size()}, "
             f"but the environment says rank {w.rank} of {w.world_size}"
         )
-    return _Context(w, None, owned)
+    return Torchrun(w, None, owned)
 
 
-def cleanup(ctx: _Context | None) -> None:
+def cleanup(ctx: "Torchrun | Local | None") -> None:
     """Leave the process group if :func:`init` created it (safe to call twice or with None)."""
     import torch.distributed as dist
 
-    if ctx is not None and ctx.owned and dist.is_available() and dist.is_initialized():
+    if isinstance(ctx, Torchrun) and ctx.owned and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -279,7 +286,7 @@ def _cpu(x):
     return x.detach().cpu() if isinstance(x, torch.Tensor) else x
 
 
-def broadcast_object(obj: Any, ctx: _Context) -> Any:
+def broadcast_object(obj: Any, ctx: "Torchrun") -> Any:
     """Rank 0's ``obj`` on every rank (a picklable Python object; tensors should be on CPU)."""
     import torch.distributed as dist
 
@@ -288,13 +295,13 @@ def broadcast_object(obj: Any, ctx: _Context) -> Any:
     return box[0]
 
 
-def gather_tree_to_rank0(t: Any, ctx: _Context, dim: int = 0) -> Any:
+def gather_tree_to_rank0(t: Any, ctx: "Torchrun", dim: int = 0) -> Any:
     """Every rank's pytree ``t``, concatenated in rank order along ``dim``, on rank 0 (None elsewhere).
 
     Args:
       t: a pytree of tensors with the same structure on every rank; leaf
         shapes may differ only along ``dim`` (e.g. a state, leaves
-        ``[count_r, ...]`` with ``dim=0``; metrics ``[U, count_r]`` with ``dim=1``).
+        ``[count_r, ...]``; metrics ``[count_r, U]``; both with ``dim=0``).
       ctx: from :func:`init`.
       dim: the seed axis.
 
@@ -313,7 +320,7 @@ def gather_tree_to_rank0(t: Any, ctx: _Context, dim: int = 0) -> Any:
     return tree.concatenate(out, dim=dim)
 
 
-def scatter_blocks_from_rank0(t: Any, blocks: list[tuple[int, int]], ctx: _Context, dim: int = 0) -> Any:
+def scatter_blocks_from_rank0(t: Any, blocks: list[tuple[int, int]], ctx: "Torchrun", dim: int = 0) -> Any:
     """Rank r's slice ``[start_r, start_r + count_r)`` along ``dim`` of rank 0's pytree ``t``.
 
     Args:
@@ -337,7 +344,7 @@ def scatter_blocks_from_rank0(t: Any, blocks: list[tuple[int, int]], ctx: _Conte
     return box[0]
 
 
-def raise_if_any_failed(error: BaseException | None, ctx: _Context) -> None:
+def raise_if_any_failed(error: BaseException | None, ctx: "Torchrun") -> None:
     """Exchange every rank's status; if any rank failed, raise :class:`RankFailed` on all of them.
 
     A collective: call it at the same points on every rank (funrl calls it at
@@ -378,3 +385,130 @@ def fail_after_update(w: World, environ: Mapping[str, str] | None = None) -> int
     except ValueError:
         raise ValueError(f"{FAIL_RANK_ENV}: expected R or R:U (ints), got {text!r}") from None
     return update if rank == w.rank else None
+
+
+def with_failure_hook(callback: Callable, w: World, environ: Mapping[str, str] | None = None) -> Callable:
+    """``callback`` itself, or, while :data:`FAIL_RANK_ENV` names this rank, ``callback`` then a raise.
+
+    The testing hook (see the module docstring) lives here, not in the run's
+    callback: a run composes it in and, with the variable unset, runs exactly
+    its own callback.
+
+    Args:
+      callback: ``callback(state, info)`` called after every chunk (``info.update``: the chunk's last update).
+      w: this process's :class:`World`.
+
+    Raises:
+      ValueError: naming the variable, for text that is not ``R`` or ``R:U``.
+    """
+    fail_at = fail_after_update(w, environ)
+    if fail_at is None:
+        return callback
+    text = (os.environ if environ is None else environ).get(FAIL_RANK_ENV)
+
+    def failing(state, info):
+        callback(state, info)
+        if info.update >= fail_at:
+            raise RuntimeError(f"{FAIL_RANK_ENV}={text}: rank {w.rank} raising after update {info.update} (testing hook)")
+
+    return failing
+
+
+# ------------------------------------------------------------------ one interface for one process or many
+class Local:
+    """A single process: it is rank 0 of 1, trains every seed, and every exchange is the identity.
+
+    The same methods as :class:`Torchrun`, so a run has one code path for both.
+    """
+
+    world = World()
+
+    def on_main(self, fn: Callable[[], Any], broadcast: bool = True) -> Any:
+        """``fn()`` (there is only the main process)."""
+        return fn()
+
+    def raise_if_any_failed(self, error: BaseException | None) -> None:
+        """Re-raise ``error`` if it is not None."""
+        if error is not None:
+            raise error
+
+    def broadcast(self, obj: Any) -> Any:
+        """``obj`` itself."""
+        return obj
+
+    def gather_seeds(self, t: Any, dim: int = 0) -> Any:
+        """``t`` itself: this process holds every seed."""
+        return t
+
+    def scatter_blocks(self, t: Any, blocks: list[tuple[int, int]], dim: int = 0) -> Any:
+        """``t`` itself: the one block is every seed (``blocks == [(0, S)]``)."""
+        return t
+
+    def close(self) -> None:
+        """Nothing to leave."""
+
+
+class Torchrun:
+    """This rank of a ``torchrun`` job (from :func:`init`): the process group and the rank's :class:`World`.
+
+    Attributes:
+      world: this process's :class:`World`.
+      group: the process group for host-side objects (None: the default group).
+      owned: :func:`init` created the process group, so :meth:`close` destroys it.
+
+    Every method but :meth:`close` is a collective: every rank calls it at the same point.
+    """
+
+    def __init__(self, world: World, group: Any = None, owned: bool = False):
+        self.world, self.group, self.owned = world, group, owned
+
+    def on_main(self, fn: Callable[[], Any], broadcast: bool = True) -> Any:
+        """``fn()`` on rank 0, its result on every rank; an error there stops every rank.
+
+        ``broadcast=False``: the result stays on rank 0 (the other ranks get
+        None), for results only rank 0 uses.  The error is re-raised on rank 0;
+        the other ranks raise :class:`RankFailed` (see :func:`raise_if_any_failed`).
+        """
+        result, error = None, None
+        if self.world.main:
+            try:
+                result = fn()
+            except Exception as e:  # noqa: BLE001 - reported to every rank, re-raised on this one
+                error = e
+        raise_if_any_failed(error, self)
+        return broadcast_object(result, self) if broadcast else result
+
+    def raise_if_any_failed(self, error: BaseException | None) -> None:
+        """:func:`raise_if_any_failed` for this job."""
+        raise_if_any_failed(error, self)
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (:func:`broadcast_object`)."""
+        return broadcast_object(obj, self)
+
+    def gather_seeds(self, t: Any, dim: int = 0) -> Any:
+        """Every rank's block of ``t`` in seed order along ``dim``, on rank 0 (None elsewhere; :func:`gather_tree_to_rank0`)."""
+        return gather_tree_to_rank0(t, self, dim)
+
+    def scatter_blocks(self, t: Any, blocks: list[tuple[int, int]], dim: int = 0) -> Any:
+        """This rank's block of rank 0's ``t`` (:func:`scatter_blocks_from_rank0`)."""
+        return scatter_blocks_from_rank0(t, blocks, self, dim)
+
+    def close(self) -> None:
+        """Leave the process group if :func:`init` created it (:func:`cleanup`)."""
+        cleanup(self)
+
+
+@contextlib.contextmanager
+def context(environ: Mapping[str, str] | None = None) -> Iterator["Local | Torchrun"]:
+    """The job this process belongs to, for a ``with`` block: :class:`Local`, or :class:`Torchrun` under torchrun.
+
+    Joins the process group on entry (``WORLD_SIZE > 1``, :func:`init`) and
+    leaves it on exit if it joined it.
+    """
+    w = world(environ)
+    ctx = init(w) if w.distributed else Local()
+    try:
+        yield ctx
+    finally:
+        ctx.close()

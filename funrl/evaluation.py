@@ -65,16 +65,16 @@ def evaluate_run(directory: str, episodes: int = 10, seed: int = 12345) -> dict:
       (float64 ``[S, K]``), ``summary`` (IQM/CI over the per-seed means) and
       ``update`` / ``num_updates``: the update count of the checkpoint evaluated, of the whole run.
     """
-    from funrl.algorithms.common import Runner
-    from funrl.runner import read_config_json, resolve_config, seed_keys
+    from funrl.algorithms import resolve_config
+    from funrl.algorithms.common import Driver, seed_keys
+    from funrl.results import read_config_json
 
     cfg = read_config_json(os.path.join(directory, "config.json"))
 
     module, env_id, config = resolve_config(cfg["algo"], cfg["env"], None, cfg["config"])
     make_env = getattr(module, "make_env", funrl.envs.make)
     env, env_params = make_env(env_id, **(cfg.get("env_params") or {}))
-    runner = Runner(module.make_algorithm, config, env, env_params, compile=False)
-    template = runner.init(seed_keys(cfg["seed"], cfg["seeds"]))
+    template = Driver(module.make_algorithm, config, env, env_params, compile=False).init(seed_keys(cfg["seed"], cfg["seeds"]))
     manager = ckpt.CheckpointManager(os.path.join(directory, "checkpoints"))
     update, saved, _ = manager.load()
     states = tree.unflatten(tree.structure(template), tree.leaves(saved["state"]))

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from funrl import stats
+from funrl.results import load_run
 
 __all__ = ["curve_with_ci", "plot_runs"]
 
@@ -32,7 +33,7 @@ def curve_with_ci(returns: np.ndarray, confidence: float = 0.95, num_resamples: 
     """IQM across seeds at every point of a learning curve, with a percentile-bootstrap band.
 
     Args:
-      returns: float ``[U, S]`` (updates x seeds).
+      returns: float ``[S, U]`` (seeds x updates, as funrl's metrics are everywhere).
       confidence: band coverage.
       num_resamples: bootstrap resamples of the seeds.
       seed: bootstrap seed (a private numpy Generator; no global RNG is touched).
@@ -42,14 +43,14 @@ def curve_with_ci(returns: np.ndarray, confidence: float = 0.95, num_resamples: 
     """
     r = np.asarray(returns, dtype=np.float64)
     if r.ndim != 2:
-        raise ValueError(f"returns: expected shape [updates, seeds], got {r.shape}")
-    U, S = r.shape
-    center = stats.iqm(r, axis=-1)
+        raise ValueError(f"returns: expected shape [seeds, updates], got {r.shape}")
+    S, U = r.shape
+    center = stats.iqm(r, axis=0)
     if S == 1:
         return center, center, center
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, S, size=(num_resamples, S))
-    boot = stats.iqm(r[:, idx], axis=-1)  # [U, R]
+    boot = stats.iqm(r.T[:, idx], axis=-1)  # [U, R]
     alpha = (1.0 - confidence) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha], axis=-1)
     return center, low, high
@@ -67,8 +68,6 @@ def plot_runs(directories: list[str], out_file: str, metric: str = "episode_retu
     Returns:
       ``out_file``.
     """
-    from funrl.runner import load_run
-
     plt = _require_matplotlib()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     envs = []
@@ -83,14 +82,14 @@ def plot_runs(directories: list[str], out_file: str, metric: str = "episode_retu
             # updates with no finished episode report 0: carry the last value forward instead
             ep = episodes.numpy()
             values = values.copy()
-            for s in range(values.shape[1]):
+            for s in range(values.shape[0]):
                 last = np.nan
-                for u in range(values.shape[0]):
-                    if ep[u, s] > 0:
-                        last = values[u, s]
-                    values[u, s] = last
-            keep = ~np.isnan(values).any(axis=1)
-            values, x = values[keep], x[keep]
+                for u in range(values.shape[1]):
+                    if ep[s, u] > 0:
+                        last = values[s, u]
+                    values[s, u] = last
+            keep = ~np.isnan(values).any(axis=0)
+            values, x = values[:, keep], x[keep]
         if len(x) == 0:
             continue
         center, low, high = curve_with_ci(values)

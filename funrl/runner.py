@@ -3,12 +3,14 @@
 This is what ``funrl train`` calls; notebooks call it directly::
 
     results = funrl.run("ppo", env="CartPole-v1", seeds=8, total_steps=100_000, out="runs/ppo")
-    results["summary"]["iqm"]
+    results["summary"]["iqm"], results["metrics"]["episode_return"].shape  # [seeds, updates]
 
-The results folder holds ``config.json`` (resolved config, versions, device),
-``metrics.csv`` (one row per update per seed), ``summary.json`` (IQM, 95%
-bootstrap CI, mean, per-seed final returns, wall time, SPS), ``checkpoints/``
-and, with matplotlib installed, ``learning_curve.png``.
+The results folder (:mod:`funrl.results`) holds ``config.json`` (resolved
+config, versions, device), ``metrics.csv`` (one row per update per seed),
+``summary.json`` (IQM, 95% bootstrap CI, mean, per-seed final returns, wall
+time, SPS), ``checkpoints/`` and, with matplotlib installed,
+``learning_curve.png``.  Metrics are ``[seeds, updates]`` in memory, as
+``vmap(train)`` gives them.
 
 Progress (``progress=True``): a tqdm bar on a terminal, plain lines on stdout
 otherwise.  Steps and rates are env steps summed over the seeds (``sps`` in
@@ -27,7 +29,8 @@ agree seed by seed.
 Processes: under ``torchrun`` (``WORLD_SIZE > 1``) each process trains one
 contiguous block of the seeds and rank 0 gathers metrics and states and writes
 the results folder and seed-ordered checkpoints; the results equal a
-single-process run's (see :mod:`funrl.distributed`).
+single-process run's.  One code path serves both: ``ctx`` is
+:class:`funrl.distributed.Local` or :class:`funrl.distributed.Torchrun`.
 
 Resume: the whole training state (params, optimizer state, env states, replay
 buffers, keys, counters) and the metrics of the updates since the previous
@@ -48,15 +51,11 @@ Warm starts: ``run(..., init=DIR)`` starts from the final params of the run in
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import inspect
-import io
 import json
 import math
 import os
-import platform
-import re
 import signal
 import sys
 import time
@@ -66,111 +65,20 @@ import torch
 
 import funrl
 from funrl import checkpoint as ckpt
-from funrl import random as jr
-from funrl import distributed, stats, transfer, tree
-from funrl.algorithms import DEFAULT_ENVS, get
-from funrl.algorithms.common import Runner, check_hparams
+from funrl import distributed, results, stats, transfer, tree
+from funrl.algorithms import get, parse_value, resolve_config
+from funrl.algorithms.common import Driver, check_hparams, seed_keys
+from funrl.results import CONFIG_JSON_KEYS, final_returns, load_run, read_config_json
 
-__all__ = ["run", "check_finite", "check_resume_args", "resume_conflicts", "Diverged", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
-
-
-# ------------------------------------------------------------------ configuration
-def parse_value(field: dataclasses.Field, default: Any, text: str):
-    """Parse a command-line string for a Config field, typed like its default.
-
-    Raises:
-      ValueError: naming the field, the expected type and the given text.
-    """
-    name = f"config.{field.name}"
-    if isinstance(default, bool):
-        low = text.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{name}: expected a bool (true/false), got {text!r}")
-    if isinstance(default, int):
-        try:
-            return int(text.replace("_", ""))
-        except ValueError:
-            try:
-                f = float(text)
-            except ValueError:
-                f = math.nan
-            if f == f and f.is_integer():
-                return int(f)
-            raise ValueError(f"{name}: expected an int, got {text!r}") from None
-    if isinstance(default, float):
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{name}: expected a float, got {text!r}") from None
-    if isinstance(default, tuple):
-        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
-        try:
-            return tuple(int(p) for p in parts)
-        except ValueError:
-            raise ValueError(f"{name}: expected comma-separated ints like 64,64, got {text!r}") from None
-    if isinstance(default, str):
-        return text
-    raise ValueError(f"{name}: cannot be set from the command line (type {type(default).__name__})")
-
-
-def resolve_config(algo: str, env_id: str | None = None, total_steps: int | None = None, overrides: dict | None = None):
-    """The algorithm module, the env id and the resolved ``Config``.
-
-    Precedence: the Config's defaults < the module's ``ENV_CONFIGS[env_id]`` <
-    ``total_steps`` < ``overrides`` (values may be strings from the command
-    line; they are parsed to each field's type).
-    """
-    module = get(algo)
-    env_id = env_id or DEFAULT_ENVS[algo.lower()]
-    fields = {f.name: f for f in dataclasses.fields(module.Config)}
-    base = module.Config()
-    values = dict(getattr(module, "ENV_CONFIGS", {}).get(env_id, {}))
-    if total_steps is not None:
-        values["total_timesteps"] = int(total_steps)
-    for k, v in (overrides or {}).items():
-        if k == "freeze" and k not in fields:
-            raise ValueError(f"freeze: {algo} has no network layers to freeze (its Config has no freeze field)")
-        if k not in fields:
-            import difflib
-
-            close = difflib.get_close_matches(k, list(fields), n=2)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ValueError(f"--set {k}: unknown {algo} config field{hint}; fields: {', '.join(fields)}")
-        values[k] = parse_value(fields[k], getattr(base, k), v) if isinstance(v, str) else v
-    return module, env_id, dataclasses.replace(base, **values)
-
-
-def seed_keys(seed: int, num_seeds: int, device="cpu", first: int = 0) -> torch.Tensor:
-    """Keys ``(num_seeds, 2)``: row i is ``fold_in(key(seed), first + i)`` (independent of ``num_seeds``)."""
-    base = jr.key(seed, device=device)
-    return torch.stack([jr.fold_in(base, first + i) for i in range(num_seeds)])
-
-
-def final_returns(history: dict, window_frac: float = 0.05) -> torch.Tensor:
-    """Per-seed return at the end of training: mean ``episode_return`` over the last updates with episodes.
-
-    Args:
-      history: metrics stacked over updates, leaves ``[U, S]``.
-
-    Returns:
-      float64 ``[S]``.
-    """
-    ret = history["episode_return"].double()
-    eps = history["episodes"].double()
-    U = ret.shape[0]
-    w = max(1, int(math.ceil(U * window_frac)))
-    r, e = ret[-w:], (eps[-w:] > 0).double()
-    return (r * e).sum(0) / e.sum(0).clamp(min=1.0)
+__all__ = ["run", "check_finite", "check_resume_args", "resume_conflicts", "Diverged", "resolve_config", "parse_value",
+           "seed_keys", "final_returns", "chunk_returns", "load_run", "read_config_json", "CONFIG_JSON_KEYS"]
 
 
 def chunk_returns(chunk: dict) -> torch.Tensor:
     """Per-seed mean return of the episodes completed in a chunk of updates.
 
     Args:
-      chunk: metrics of the chunk's updates, leaves ``[C, S]`` with
+      chunk: metrics of the chunk's updates, leaves ``[S, C]`` with
         ``episode_return`` (mean return of the episodes completed in an update)
         and ``episodes`` (how many completed).
 
@@ -180,136 +88,9 @@ def chunk_returns(chunk: dict) -> torch.Tensor:
     """
     ret = chunk["episode_return"].double().cpu()
     eps = chunk["episodes"].double().cpu()
-    total = eps.sum(0)
-    mean = (ret * eps).sum(0) / total.clamp(min=1.0)
+    total = eps.sum(1)
+    mean = (ret * eps).sum(1) / total.clamp(min=1.0)
     return torch.where(total > 0, mean, torch.full_like(mean, math.nan))
-
-
-# ------------------------------------------------------------------ files
-def _metrics_csv(history: dict, steps_per_update: int, first_update: int = 0, header: bool = True) -> str:
-    """metrics.csv text for ``history`` (leaves ``[U, S]``): rows of updates ``first_update + 1 ...``."""
-    names = list(history)
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    if header:
-        w.writerow(["update", "seed", "env_steps", *names])
-    if not names:
-        return buf.getvalue()
-    U, S = history[names[0]].shape
-    cols = {n: history[n].detach().double().cpu().tolist() for n in names}
-    for u in range(U):
-        for s in range(S):
-            w.writerow([first_update + u + 1, s, (first_update + u + 1) * steps_per_update] + [repr(cols[n][u][s]) for n in names])
-    return buf.getvalue()
-
-
-class _MetricsCSV:
-    """``metrics.csv``, grown by appending the rows of each checkpoint's updates (rank 0 only).
-
-    Appending keeps writing the results linear in the run's length (rewriting the
-    whole file at every checkpoint was quadratic).  An append is not atomic; rows
-    a crash left after the newest checkpoint, or a torn last line, are dropped by
-    :meth:`restore` when the run resumes, so a resumed run's file equals an
-    uninterrupted run's byte for byte.
-    """
-
-    def __init__(self, path: str, steps_per_update: int):
-        self.path = path
-        self.steps_per_update = steps_per_update
-        self.started = False  # False: the next write replaces the file (header first)
-
-    def append(self, history: dict, first_update: int) -> None:
-        """Write the rows of ``history`` (leaves ``[n, S]``, updates ``first_update + 1 ...``)."""
-        if not history:
-            return
-        if not self.started:
-            ckpt.write_text_atomic(self.path, _metrics_csv(history, self.steps_per_update, first_update))
-            self.started = True
-            return
-        data = _metrics_csv(history, self.steps_per_update, first_update, header=False).encode("utf-8")
-        with open(self.path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def restore(self, upto: int, segment: dict, write: bool = True) -> dict:
-        """The whole metrics history of a resumed run, the file cut back to match it.
-
-        Args:
-          upto: the update before the checkpoint's ``segment``: the file must hold
-            the rows of updates ``1 .. upto`` (the checkpoint does not).
-          segment: the checkpoint's metrics, leaves ``[n, S]``, updates ``upto + 1 .. upto + n``.
-          write: rewrite the file to exactly the rows of updates ``1 .. upto + n``
-            (False: read only).
-
-        Returns:
-          name -> tensor ``[upto + n, S]`` (the dtypes of ``segment``).
-
-        Raises:
-          ValueError: the file is missing or lacks the rows of updates ``1 .. upto``
-            (naming the file and what it lacks).
-        """
-        names = list(segment)
-        S = segment[names[0]].shape[1] if names else 0
-        header = _metrics_csv({n: torch.zeros(0, S) for n in names}, 1)
-        kept = [header]
-        prior = {n: torch.zeros(0, S, dtype=segment[n].dtype) for n in names}
-        if upto > 0:
-            need = f"the rows of updates 1..{upto} for {S} seeds (the checkpoint holds only the later ones)"
-            try:
-                with open(self.path, "rb") as f:
-                    text = f.read().decode("utf-8")
-            except FileNotFoundError:
-                raise ValueError(f"{self.path}: missing; resuming needs {need}") from None
-            lines = text.splitlines(keepends=True)
-            rows = lines[1 : 1 + upto * S]
-            if not lines or lines[0] != header:
-                raise ValueError(f"{self.path}: expected the header {header.strip()!r}, got {(lines[:1] or [''])[0].strip()!r}")
-            if len(rows) < upto * S or not rows[-1].endswith("\r\n"):
-                raise ValueError(f"{self.path}: expected {need}, found {len(rows)} rows")
-            values = []
-            for i, row in enumerate(rows):
-                parts = row[:-2].split(",")
-                u, s = divmod(i, S)
-                if len(parts) != 3 + len(names) or parts[0] != str(u + 1) or parts[1] != str(s):
-                    raise ValueError(f"{self.path}: line {i + 2}: expected update {u + 1}, seed {s} "
-                                     f"with {len(names)} metrics, got {row.strip()!r}")
-                values.append([float(v) for v in parts[3:]])
-            table = torch.tensor(values, dtype=torch.float64).reshape(upto, S, len(names))
-            prior = {n: table[:, :, j].to(segment[n].dtype) for j, n in enumerate(names)}
-            kept += rows
-        if write:
-            ckpt.write_text_atomic(self.path, "".join(kept) + _metrics_csv(segment, self.steps_per_update, upto, header=False))
-            self.started = True
-        return _concat_histories([prior, segment])
-
-
-def load_run(directory: str) -> dict:
-    """Read a results folder: ``config.json``, ``summary.json`` (if present) and ``metrics.csv`` as tensors.
-
-    Returns:
-      dict with ``config``, ``summary`` and ``metrics`` (name -> float64 tensor ``[U, S]``) and ``env_steps`` ``[U]``.
-    """
-    config = read_config_json(os.path.join(directory, "config.json"), required=())
-    summary = None
-    if os.path.exists(os.path.join(directory, "summary.json")):
-        with open(os.path.join(directory, "summary.json")) as f:
-            summary = json.load(f)
-    with open(os.path.join(directory, "metrics.csv")) as f:
-        rows = list(csv.reader(f))
-    header, rows = rows[0], rows[1:]
-    names = header[3:]
-    updates = sorted({int(r[0]) for r in rows})
-    seeds = sorted({int(r[1]) for r in rows})
-    idx_u = {u: i for i, u in enumerate(updates)}
-    metrics = {n: torch.full((len(updates), len(seeds)), math.nan, dtype=torch.float64) for n in names}
-    env_steps = torch.zeros(len(updates), dtype=torch.float64)
-    for r in rows:
-        u, s = idx_u[int(r[0])], int(r[1])
-        env_steps[u] = float(r[2])
-        for n, v in zip(names, r[3:]):
-            metrics[n][u, s] = float(v)
-    return {"config": config, "summary": summary, "metrics": metrics, "env_steps": env_steps, "directory": directory}
 
 
 # ------------------------------------------------------------------ progress
@@ -402,20 +183,20 @@ class _Progress:
 
     def _returns(self, chunk_metrics: dict) -> None:
         """Carry each seed's last completed episode's return over to this chunk."""
-        ret = chunk_metrics["episode_return"].double().cpu()  # [C, S]
+        ret = chunk_metrics["episode_return"].double().cpu()  # [S, C]
         eps = chunk_metrics["episodes"].double().cpu() > 0
         if self.last_return is None:
-            self.last_return = torch.full((ret.shape[1],), math.nan, dtype=torch.float64)
-            self.seen = torch.zeros(ret.shape[1], dtype=torch.bool)
+            self.last_return = torch.full((ret.shape[0],), math.nan, dtype=torch.float64)
+            self.seen = torch.zeros(ret.shape[0], dtype=torch.bool)
         if self.diverged is None:
-            self.diverged = torch.zeros(ret.shape[1], dtype=torch.bool)
+            self.diverged = torch.zeros(ret.shape[0], dtype=torch.bool)
         for v in chunk_metrics.values():  # any metric, not only the returns: a NaN seed is never hidden
             if v.is_floating_point() and v.dim() == 2:
-                self.diverged |= ~torch.isfinite(v.detach().cpu()).all(0)
-        any_ep = eps.any(0)
-        C = ret.shape[0]
-        last = C - 1 - eps.flip(0).double().argmax(0)  # index of the last update with an episode
-        latest = ret.gather(0, last[None]).squeeze(0)
+                self.diverged |= ~torch.isfinite(v.detach().cpu()).all(1)
+        any_ep = eps.any(1)
+        C = ret.shape[1]
+        last = C - 1 - eps.flip(1).double().argmax(1)  # index of the last update with an episode
+        latest = ret.gather(1, last[:, None]).squeeze(1)
         self.last_return = torch.where(any_ep, latest, self.last_return)
         self.seen |= any_ep
 
@@ -447,7 +228,7 @@ class _Progress:
         return "  ".join(parts)
 
     def update(self, update: int, chunk_metrics: dict) -> None:
-        """Report the chunk of updates that ended at ``update`` (metrics ``[C, S]``)."""
+        """Report the chunk of updates that ended at ``update`` (metrics ``[S, C]``)."""
         if not self.enabled:
             return
         now = self.clock()
@@ -471,7 +252,6 @@ class _Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
-
 
 # ------------------------------------------------------------------ the run
 def run(
@@ -537,9 +317,9 @@ def run(
 
     Returns:
       dict with ``summary`` (as in summary.json), ``metrics`` (name -> tensor
-      ``[U, S]``), ``state`` (the final batched training state, leaves
-      ``[S, ...]``), ``out`` and ``seed_block`` (``(start, count)`` of the seeds
-      this process trained).  Under torchrun rank 0 returns the full metrics
+      ``[S, U]``: seeds x updates, as ``vmap(train)`` gives them), ``state``
+      (the final batched training state, leaves ``[S, ...]``), ``out`` and
+      ``seed_block`` (``(start, count)`` of the seeds this process trained).  Under torchrun rank 0 returns the full metrics
       and state (on CPU); other ranks return the summary, ``metrics`` None and
       their own block's state (leaves ``[count, ...]``).
 
@@ -565,74 +345,122 @@ def _start(args: dict, overrides: dict, given: dict, names: dict | None = None) 
 
     ``names``: how errors name arguments (the command line passes its flags).
     """
-    w = distributed.world()
-    ctx = distributed.init(w) if w.distributed else None
-    try:
-        a = args
-        return _run(
-            ctx, a["algo"], a["env"], a["seeds"], a["total_steps"], a["out"], a["device"], a["compile"], a["seed"],
-            a["resume"], a["checkpoint_every"], a["chunk_size"], a["progress"], a["plot"], a["hparams"], a["init"],
-            a["init_seed"], a["env_params"], overrides, given, names,
-        )
-    finally:
-        distributed.cleanup(ctx)
+    with distributed.context() as ctx:
+        return _run(ctx, _Settings(**args, overrides=dict(overrides)), given, names)
 
 
 _RUN_DEFAULTS = {p.name: p.default for p in inspect.signature(run).parameters.values() if p.default is not p.empty}
 
 
-def _on_rank0(ctx, fn, broadcast: bool = True):
-    """``fn()`` on rank 0, its result broadcast to every rank; an error there stops every rank.
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """:func:`run`'s arguments (see its docstring); ``overrides``: its ``**overrides`` (Config fields)."""
 
-    Single-process (``ctx`` None) it is just ``fn()``.  ``broadcast=False``: the
-    result stays on rank 0 (the other ranks get None), for results only rank 0 uses.
-    """
-    if ctx is None:
-        return fn()
-    result, error = None, None
-    if ctx.world.main:
-        try:
-            result = fn()
-        except Exception as e:  # noqa: BLE001 - reported to every rank, re-raised on this one
-            error = e
-    distributed.raise_if_any_failed(error, ctx)
-    return distributed.broadcast_object(result, ctx) if broadcast else result
-
-
-def _read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
-
-
-#: the keys every results folder's config.json has (what resume, eval and warm starts read)
-CONFIG_JSON_KEYS = ("algo", "env", "seeds", "seed", "config")
+    algo: str
+    env: str | None
+    seeds: int
+    total_steps: int | None
+    out: str | None
+    device: str
+    compile: bool
+    seed: int
+    resume: str | None
+    checkpoint_every: int
+    chunk_size: int
+    progress: bool
+    plot: bool
+    hparams: dict | None
+    init: str | None
+    init_seed: int | None
+    env_params: dict | None
+    overrides: dict
 
 
-def read_config_json(path: str, required: tuple[str, ...] = CONFIG_JSON_KEYS) -> dict:
-    """A results folder's ``config.json`` as a dict.
+@dataclasses.dataclass
+class _Job:
+    """What the run is, once set up: the same on every process but for ``block`` (this process's seeds)."""
 
-    Raises:
-      ValueError: the file is not valid JSON, not a JSON object, or lacks a ``required`` key
-        (the message names the file and the missing keys).
-    """
-    try:
-        cfg = _read_json(path)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
-    missing = [k for k in required if k not in cfg]
-    if missing:
-        raise ValueError(
-            f"{path}: missing key(s) {', '.join(map(repr, missing))}; a funrl results folder's "
-            f"config.json has {', '.join(map(repr, required))}"
-        )
-    return cfg
+    settings: _Settings
+    module: Any  # the algorithm module
+    env_id: str
+    config: Any  # the resolved Config
+    env: Any
+    driver: Driver
+    compile: bool  # as run (the language-model algorithms run eagerly)
+    device: str  # this process's device
+    blocks: list  # (start, count) of every process's seeds
+    block: tuple  # (start, count) of this process's seeds
+    out: str
+    manager: ckpt.CheckpointManager
+    metrics_csv: results.MetricsCSV
+    init_info: dict | None  # the warm start's source, recorded in config.json
 
 
+# ------------------------------------------------------------------ the main loop
+def _run(ctx, s: _Settings, given: dict, names: dict | None) -> dict:
+    """The run, top to bottom.  ``ctx``: :class:`funrl.distributed.Local` or ``Torchrun``; only its main
+    process writes files (``ctx.on_main``), every process trains its block of seeds."""
+    if s.resume is not None:
+        s = _resumed_settings(ctx, s, given, names)
+    _check_settings(s, ctx.world)
+    job, state = _setup(ctx, s)
+    start, earlier = 0, None
+    if s.resume is not None:
+        start, state, earlier, summary = _restore(ctx, job, state)
+        if summary is not None:  # a finished run: report it, change nothing
+            return {**_result(ctx, job, summary, earlier, state, state), "finished": True}
+    else:
+        ctx.on_main(lambda: _write_config(job), broadcast=False)
+    t0 = time.perf_counter()
+    state, full_state, segments = _train(ctx, job, state, start)
+    wall = time.perf_counter() - t0
+    metrics = results.concat_metrics([earlier, *segments]) if ctx.world.main else None
+    # written only here, after every process finished: a summary always describes a whole run
+    summary = ctx.on_main(lambda: _write_summary(job, metrics, start, wall))
+    return _result(ctx, job, summary, metrics, state, full_state)
+
+
+# ------------------------------------------------------------------ settings
 #: run()'s arguments that a resumed run takes from config.json (given ones must agree with it)
 _RESUMED_ARGS = ("algo", "env", "seeds", "total_steps", "device", "compile", "seed", "checkpoint_every",
                  "chunk_size", "hparams", "init", "init_seed", "env_params")
+
+
+def _resumed_settings(ctx, s: _Settings, given: dict, names: dict | None) -> _Settings:
+    """The settings of the run in ``s.resume``, from its config.json; a given argument that differs is an error.
+
+    Older config.json files lack some keys: the given values stand.
+    """
+    saved = ctx.on_main(lambda: read_config_json(os.path.join(s.resume, "config.json")))
+    check_resume_args(s.resume, saved, {k: v for k, v in (given or {}).items() if k in _RESUMED_ARGS},
+                      s.overrides, names)
+    return dataclasses.replace(
+        s, out=s.resume, algo=saved["algo"], env=saved["env"], seeds=saved["seeds"], seed=saved["seed"],
+        overrides=saved["config"], total_steps=None, hparams=saved.get("hparams"),
+        # the checkpoint holds the (warm-started) params: init is recorded, not applied again
+        init=None, init_seed=None,
+        # JSON stores a tensor override (one value per env) as a list
+        env_params={k: torch.tensor(v) if isinstance(v, list) else v for k, v in (saved.get("env_params") or {}).items()},
+        # Resume exactly as the run started: compiled and eager kernels round differently,
+        # so switching mode midway would break bit-for-bit equality with an uninterrupted run.
+        compile=saved.get("compile", s.compile), device=saved.get("device", s.device),
+        checkpoint_every=saved.get("checkpoint_every", s.checkpoint_every),
+        chunk_size=saved.get("chunk_size", s.chunk_size),
+    )
+
+
+def _check_settings(s: _Settings, w: distributed.World) -> None:
+    """Raise a ValueError naming the first setting that cannot run."""
+    if s.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
+    for name in ("seeds", "checkpoint_every", "chunk_size"):
+        v = getattr(s, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    if s.seeds < w.world_size:
+        raise ValueError(f"seeds: expected at least one seed per process ({w.world_size} processes), got {s.seeds}")
+    if s.init_seed is not None and s.init is None:
+        raise ValueError(f"init_seed: given ({s.init_seed!r}) without init (the results folder to start from)")
 
 
 def _norm(x):
@@ -713,290 +541,216 @@ def check_resume_args(resume: str, saved: dict, given: dict, overrides: dict | N
     )
 
 
-def _resumed_settings(saved: dict, checkpoint_every: int, chunk_size: int, compile: bool, device: str) -> dict:
-    """The arguments of a resumed run, from its config.json (older files lack some keys: the given values stand)."""
-    return {
-        "algo": saved["algo"], "env": saved["env"], "seeds": saved["seeds"], "seed": saved["seed"],
-        "overrides": saved["config"], "total_steps": None, "hparams": saved.get("hparams"),
-        # the checkpoint holds the (warm-started) params: init is recorded, not applied again
-        "init": None, "init_seed": None,
-        # JSON stores a tensor override (one value per env) as a list
-        "env_params": {k: torch.tensor(v) if isinstance(v, list) else v for k, v in (saved.get("env_params") or {}).items()},
-        # Resume exactly as the run started: compiled and eager kernels round differently,
-        # so switching mode midway would break bit-for-bit equality with an uninterrupted run.
-        "compile": saved.get("compile", compile), "device": saved.get("device", device),
-        "checkpoint_every": saved.get("checkpoint_every", checkpoint_every),
-        "chunk_size": saved.get("chunk_size", chunk_size),
-    }
+# ------------------------------------------------------------------ setup
+def _setup(ctx, s: _Settings) -> tuple[_Job, Any]:
+    """The algorithm, env, driver and folder of the run, and this process's initial state (leaves ``[count, ...]``).
 
-
-def _clean_temp_files(out: str) -> None:
-    """Remove the temp files an interrupted atomic write of a results file left in ``out``."""
-    try:
-        names = os.listdir(out)
-    except FileNotFoundError:
-        return
-    for name in names:
-        if re.fullmatch(r"\.(config\.json|metrics\.csv|summary\.json|learning_curve\.png)\..+\.tmp", name):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(out, name))
-
-
-def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
-         checkpoint_every, chunk_size, progress, plot, hparams, init, init_seed, env_params, overrides,
-         given=None, names=None) -> dict:
-    # ctx is None for a single process; under torchrun this rank trains only its
-    # block of seeds and rank 0 alone writes files (see funrl.distributed).
-    w = ctx.world if ctx is not None else distributed.World()
-    start_update = 0
-    if resume is not None:
-        saved = _on_rank0(ctx, lambda: read_config_json(os.path.join(resume, "config.json")))
-        check_resume_args(resume, saved, {k: v for k, v in (given or {}).items() if k in _RESUMED_ARGS}, overrides, names)
-        r = _resumed_settings(saved, checkpoint_every, chunk_size, compile, device)
-        algo, env, seeds, seed, overrides, total_steps = r["algo"], r["env"], r["seeds"], r["seed"], r["overrides"], None
-        hparams, init, init_seed, env_params = r["hparams"], None, None, r["env_params"]
-        compile, device, checkpoint_every, chunk_size = r["compile"], r["device"], r["checkpoint_every"], r["chunk_size"]
-        out = resume
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds: expected an int >= 1, got {seeds!r}")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every: expected an int >= 1, got {checkpoint_every!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
-    if seeds < w.world_size:
-        raise ValueError(f"seeds: expected at least one seed per process ({w.world_size} processes), got {seeds}")
-    dev = distributed.local_device(device, w)
+    The folder is created only at the end: a run that cannot start leaves no folder behind.
+    """
+    w = ctx.world
+    dev = distributed.local_device(s.device, w)
     if w.distributed and dev.startswith("cuda"):
         torch.cuda.set_device(dev)
-    blocks = distributed.seed_blocks(seeds, w.world_size)
-    block_start, block_count = blocks[w.rank]
-    if init_seed is not None and init is None:
-        raise ValueError(f"init_seed: given ({init_seed!r}) without init (the results folder to start from)")
-    module, env_id, config = resolve_config(algo, env, total_steps, overrides)
+    blocks = distributed.seed_blocks(s.seeds, w.world_size)
+    start, count = blocks[w.rank]
+    module, env_id, config = resolve_config(s.algo, s.env, s.total_steps, s.overrides)
     # the LM algorithms run their pieces eagerly (vmapped): see COMPILE in funrl/algorithms/lm_common.py
-    compile = compile and getattr(module, "COMPILE", True)
+    compile = s.compile and getattr(module, "COMPILE", True)
     make_env = getattr(module, "make_env", funrl.envs.make)  # LM algorithms take a task from funrl.lm.tasks
-    env_obj, env_params_t = make_env(env_id, **dict(env_params or {}))
-    env_params_t = tree.map(lambda x: x.to(dev) if isinstance(x, torch.Tensor) else x, env_params_t)
-    runner = Runner(module.make_algorithm, config, env_obj, env_params_t, compile=compile)
-    U = runner.num_updates
-    if out is None:
-        out = os.path.join("runs", f"{algo}-{env_id}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if ctx is not None:
-        out = distributed.broadcast_object(out, ctx)  # the ranks' clocks may name different folders
-    manager = ckpt.CheckpointManager(os.path.join(out, "checkpoints"), keep=2)
-    metrics_csv = _MetricsCSV(os.path.join(out, "metrics.csv"), runner.steps_per_update)
-
+    env, env_params = make_env(env_id, **dict(s.env_params or {}))
+    env_params = tree.map(lambda x: x.to(dev) if isinstance(x, torch.Tensor) else x, env_params)
+    driver = Driver(module.make_algorithm, config, env, env_params, compile=compile)
+    # the processes' clocks may name different folders: rank 0's name counts
+    out = ctx.broadcast(s.out or os.path.join("runs", f"{s.algo}-{env_id}-{time.strftime('%Y%m%d-%H%M%S')}"))
     # seed i gets fold_in(key(seed), i) whichever process trains it
-    keys = seed_keys(seed, block_count, dev, first=block_start)
-    hp_tensors = None
-    if hparams:
-        hp_tensors = {}
-        for k, v in hparams.items():
-            v = torch.as_tensor(v, dtype=torch.float32, device=dev)
-            if v.shape != (seeds,):
-                raise ValueError(f"hparams[{k!r}]: expected shape ({seeds},) (one value per seed), got {tuple(v.shape)}")
-            hp_tensors[k] = v[block_start : block_start + block_count]
-        # every rank checks all seeds' values, so all raise together
-        check_hparams(config, hparams)
-    state = runner.init(keys, hp_tensors)
+    state = driver.init(seed_keys(s.seed, count, dev, first=start), _hparams_block(s, config, dev, (start, count)))
     init_info = None
-    if init is not None:
-        state, init_info = _warm_start(ctx, module, config, state, init, init_seed, seeds, blocks, dev)
-    if w.main:
-        os.makedirs(out, exist_ok=True)  # only now: a run that cannot start leaves no folder behind
-
-    history_prev = None
-    if resume is not None:
-        start_update, saved_state, segment = _load_resume_checkpoint(ctx, manager, out, blocks, dev)
-        state = tree.unflatten(tree.structure(state), [x.to(dev) for x in tree.leaves(saved_state)])
-        summary_path = os.path.join(out, "summary.json")
-        if start_update >= U and _on_rank0(ctx, lambda: os.path.exists(summary_path)):
-            # finished: report it, change nothing
-            summary = _on_rank0(ctx, lambda: _read_json(summary_path))
-            metrics = metrics_csv.restore(*segment, write=False) if w.main else None
-            return {"summary": summary, "metrics": metrics, "state": state, "out": out,
-                    "seed_block": (block_start, block_count), "finished": True}
-        history_prev = _prepare_resumed_folder(ctx, out, manager, metrics_csv, segment)
-    elif w.main:
-        config_record = {
-            "algo": algo.lower(),
-            "env": env_id,
-            "seeds": seeds,
-            "seed": seed,
-            "config": dataclasses.asdict(config),
-            "hparams": {k: torch.as_tensor(v).tolist() for k, v in (hparams or {}).items()},
-            "env_params": dict(env_params or {}),
-            "init": init_info,
-            "device": device,
-            "compile": compile,
-            "checkpoint_every": checkpoint_every,
-            "chunk_size": chunk_size,
-            "num_updates": U,
-            "steps_per_update": runner.steps_per_update,
-            "processes": w.world_size,
-            "versions": {"funrl": funrl.__version__, "torch": torch.__version__, "python": platform.python_version()},
-            "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        }
-        ckpt.write_json_atomic(os.path.join(out, "config.json"), config_record)
-
-    label = f"{algo}/{env_id}"
-    bar = _Progress(label, U, runner.steps_per_update, seeds, progress and w.main, start_update=start_update,
-                    compile=compile)
-    fail_at = distributed.fail_after_update(w)
-    t_start = time.perf_counter()
-
-    check_metrics = getattr(module, "check_metrics", None)  # e.g. LM tasks: rewards inside the declared range
-
-    def callback(st, info):
-        check_finite(module, st, info.chunk_metrics, info.update, block_start, out)
-        if check_metrics is not None:
-            check_metrics(config, env_obj, info.chunk_metrics, info.update)
-        if fail_at is not None and info.update >= fail_at:
-            raise RuntimeError(
-                f"{distributed.FAIL_RANK_ENV}={os.environ.get(distributed.FAIL_RANK_ENV)}: "
-                f"rank {w.rank} raising after update {info.update} (testing hook)"
-            )
-        # progress shows rank 0's block's returns (no collectives here: a rank that raises mid-chunk
-        # must not leave the others waiting); every rank runs at about the same rate
-        bar.update(info.update, info.chunk_metrics)
-
-    # SIGTERM behaves like Ctrl-C: stop, keep the last good checkpoint, tell how to resume.
-    previous_handler = None
-    if hasattr(signal, "SIGTERM"):
-        try:
-            previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        except ValueError:  # not in the main thread
-            previous_handler = None
-    try:
-        state, full_state, all_new = _train_with_checkpoints(
-            ctx, runner, state, start_update, checkpoint_every, chunk_size, callback, manager, metrics_csv)
-    except KeyboardInterrupt:
-        bar.close()
-        if w.main:
-            print(f"\ninterrupted; resume with: funrl train --resume {out}", file=sys.stderr, flush=True)
-        raise
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-    bar.close()
-    wall = time.perf_counter() - t_start
-    history = _concat_histories([history_prev] + all_new) if w.main else None
-
-    def write_summary():
-        finals = final_returns(history)
-        summary = stats.summarize(finals.numpy())
-        steps_run = (U - start_update) * runner.steps_per_update * seeds
-        summary.update(
-            {
-                "algo": algo.lower(),
-                "env": env_id,
-                "seeds": seeds,
-                "per_seed_final_return": finals.tolist(),
-                "env_steps_per_seed": U * runner.steps_per_update,
-                "wall_time_s": wall,
-                "sps": steps_run / max(wall, 1e-9),
-                "resumed_from_update": start_update if resume else None,
-                "processes": w.world_size,
-            }
-        )
-        # written only here, after every rank finished: a summary always describes a whole run
-        ckpt.write_json_atomic(os.path.join(out, "summary.json"), summary)
-        if plot:
-            try:
-                from funrl.plotting import plot_runs
-
-                plot_runs([out], os.path.join(out, "learning_curve.png"))
-            except ImportError:
-                pass
-        return summary
-
-    summary = _on_rank0(ctx, write_summary)
-    if not w.main:
-        # the full metrics and state live on rank 0; this rank returns its own block's state
-        return {"summary": summary, "metrics": None, "state": state, "out": out, "seed_block": (block_start, block_count)}
-    return {"summary": summary, "metrics": history, "state": full_state, "out": out, "seed_block": (block_start, block_count)}
+    if s.init is not None:
+        state, init_info = _warm_start(ctx, module, config, state, s, blocks, dev)
+    ctx.on_main(lambda: os.makedirs(out, exist_ok=True), broadcast=False)
+    job = _Job(s, module, env_id, config, env, driver, compile, dev, blocks, (start, count), out,
+               ckpt.CheckpointManager(os.path.join(out, "checkpoints"), keep=2),
+               results.MetricsCSV(os.path.join(out, "metrics.csv"), driver.steps_per_update), init_info)
+    return job, state
 
 
-def _load_resume_checkpoint(ctx, manager, out, blocks, dev):
-    """``(update, state, (history_from, history))`` of the newest good checkpoint.
+def _hparams_block(s: _Settings, config, dev, block: tuple[int, int]) -> dict | None:
+    """This process's block of the per-seed ``hparams`` as tensors ``[count]`` (None without hparams).
 
-    Under torchrun rank 0 reads the one seed-ordered checkpoint and hands each rank
-    its block of the state, so a run resumes under any number of processes and only
-    rank 0 needs the folder; the metrics stay on rank 0 (None elsewhere).
+    Every process checks all seeds' values, so all raise together.
     """
-
-    def load_latest():
-        if manager.latest_step() is None:
-            raise ckpt.CheckpointError(f"{os.path.join(out, 'checkpoints')}: no checkpoint to resume from")
-        step, saved, meta = manager.load(map_location=dev if ctx is None else "cpu")
-        # checkpoints hold the metrics of the updates since the previous one (history_from);
-        # older ones hold the whole history (no history_from)
-        first = meta.get("history_from", 0) if isinstance(meta, dict) else 0
-        return step, saved, (first, {k: v.cpu() for k, v in saved["history"].items()})
-
-    if ctx is None:
-        step, saved, segment = load_latest()
-        return step, saved["state"], segment
-    loaded = _on_rank0(ctx, load_latest, broadcast=False)
-    step = distributed.broadcast_object(loaded[0] if ctx.world.main else None, ctx)
-    state = distributed.scatter_blocks_from_rank0(loaded[1]["state"] if ctx.world.main else None, blocks, ctx)
-    return step, state, (loaded[2] if ctx.world.main else None)
+    if not s.hparams:
+        return None
+    out = {}
+    for k, v in s.hparams.items():
+        v = torch.as_tensor(v, dtype=torch.float32, device=dev)
+        if v.shape != (s.seeds,):
+            raise ValueError(f"hparams[{k!r}]: expected shape ({s.seeds},) (one value per seed), got {tuple(v.shape)}")
+        out[k] = v[block[0] : block[0] + block[1]]
+    check_hparams(config, s.hparams)
+    return out
 
 
-def _prepare_resumed_folder(ctx, out, manager, metrics_csv, segment):
-    """On rank 0: remove interrupted writes' temp files and cut metrics.csv back to the checkpoint.
+def _warm_start(ctx, module, config, state, s: _Settings, blocks, dev):
+    """``transfer.warm_start`` for this process's block of seeds: the main process reads the folder."""
+    loaded = {}
 
-    Returns:
-      the whole metrics history up to the checkpoint on rank 0, None elsewhere.
-      An error on rank 0 stops every rank.
+    def load():
+        params, info = transfer.load_params(s.init)
+        loaded["params"] = transfer.select_seeds(params, s.seeds, s.init_seed)
+        return info
+
+    info = ctx.on_main(load)
+    block = tree.map(lambda x: x.to(dev), ctx.scatter_blocks(loaded.get("params"), blocks))
+    state = transfer.with_params(module, state, block, transfer.keep_fresh(module, config))
+    return state, {"dir": os.path.abspath(s.init), "seed": s.init_seed, "algo": info["algo"], "env": info["env"],
+                   "seeds": info["seeds"], "update": info["update"]}
+
+
+def _write_config(job: _Job) -> None:
+    s = job.settings
+    results.write_config_json(job.out, {
+        "algo": s.algo.lower(),
+        "env": job.env_id,
+        "seeds": s.seeds,
+        "seed": s.seed,
+        "config": dataclasses.asdict(job.config),
+        "hparams": {k: torch.as_tensor(v).tolist() for k, v in (s.hparams or {}).items()},
+        "env_params": dict(s.env_params or {}),
+        "init": job.init_info,
+        "device": s.device,
+        "compile": job.compile,
+        "checkpoint_every": s.checkpoint_every,
+        "chunk_size": s.chunk_size,
+        "num_updates": job.driver.num_updates,
+        "steps_per_update": job.driver.steps_per_update,
+        "processes": len(job.blocks),
+    })
+
+
+# ------------------------------------------------------------------ resume
+def _restore(ctx, job: _Job, state):
+    """Continue from the newest good checkpoint: ``(update, state, metrics so far, summary)``.
+
+    ``summary`` is the stored one for a finished run (its last checkpoint at the
+    last update and summary.json written; nothing is changed), else None and the
+    folder is prepared: temp files of interrupted writes removed and metrics.csv
+    cut back to the checkpoint.  The metrics (leaves ``[S, update]``) are on the
+    main process only (None elsewhere).
+
+    The main process reads the one seed-ordered checkpoint and hands each process
+    its block of the state, so a run resumes under any number of processes.
     """
+    loaded = ctx.on_main(lambda: results.read_checkpoint(job.manager, map_location="cpu"), broadcast=False)
+    update = ctx.broadcast(loaded[0] if ctx.world.main else None)
+    block = ctx.scatter_blocks(loaded[1] if ctx.world.main else None, job.blocks)
+    segment = loaded[2] if ctx.world.main else None
+    state = tree.unflatten(tree.structure(state), [x.to(job.device) for x in tree.leaves(block)])
+    if update >= job.driver.num_updates:
+        summary = ctx.on_main(lambda: results.read_summary_json(job.out))
+        if summary is not None:
+            return update, state, job.metrics_csv.restore(*segment, write=False) if ctx.world.main else None, summary
 
     def prepare():
-        _clean_temp_files(out)
-        manager.clean_temp()
-        return metrics_csv.restore(*segment)
+        results.clean_temp_files(job.out)
+        job.manager.clean_temp()
+        return job.metrics_csv.restore(*segment)
 
-    return _on_rank0(ctx, prepare, broadcast=False)
+    return update, state, ctx.on_main(prepare, broadcast=False), None
 
 
-def _train_with_checkpoints(ctx, runner, state, update, checkpoint_every, chunk_size, callback, manager, metrics_csv):
-    """Train from ``update`` to the end, checkpointing every ``checkpoint_every`` updates.
+# ------------------------------------------------------------------ training
+def _train(ctx, job: _Job, state, update: int):
+    """Train from ``update`` to the end with progress, checks and checkpoints.
 
-    At each checkpoint rank 0 appends the new updates' rows to metrics.csv, then
-    saves the state (every seed's, gathered under torchrun) with those updates'
-    metrics.
+    Ctrl-C and SIGTERM stop the run, keep the last good checkpoint and say how to resume.
 
     Returns:
-      ``(state, full_state, histories)``: this rank's state, the whole state (rank 0)
-      and the metrics of each checkpoint's updates (rank 0; empty list elsewhere).
+      ``(state, full_state, segments)``: see :func:`_checkpoint_loop`.
     """
-    w = ctx.world if ctx is not None else distributed.World()
-    U = runner.num_updates
-    full_state = state
-    all_new = []
-    while update < U:
-        n = min(checkpoint_every - (update % checkpoint_every), U - update)
-        if ctx is None:
-            state, hist = runner.run(state, num_updates=update + n, callback=callback, chunk_size=chunk_size, start_update=update)
-            full_state = state
-        else:
-            error = None
-            try:
-                state, hist = runner.run(state, num_updates=update + n, callback=callback, chunk_size=chunk_size, start_update=update)
-            except Exception as e:  # noqa: BLE001 - every rank learns of it and stops here
-                error = e
-            distributed.raise_if_any_failed(error, ctx)
-            hist = distributed.gather_tree_to_rank0(hist, ctx, dim=1)  # [n, S] on rank 0
-            full_state = distributed.gather_tree_to_rank0(state, ctx, dim=0)  # leaves [S, ...] on rank 0
+    s = job.settings
+    bar = _Progress(f"{s.algo}/{job.env_id}", job.driver.num_updates, job.driver.steps_per_update, s.seeds,
+                    s.progress and ctx.world.main, start_update=update, compile=job.compile)
+    callback = distributed.with_failure_hook(_chunk_callback(job, bar), ctx.world)
+    try:
+        with _sigterm_as_keyboard_interrupt():
+            return _checkpoint_loop(ctx, job, state, update, callback)
+    except KeyboardInterrupt:
+        bar.close()
+        if ctx.world.main:
+            print(f"\ninterrupted; resume with: funrl train --resume {job.out}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        bar.close()
+
+
+def _chunk_callback(job: _Job, bar: _Progress):
+    """What runs after every chunk of updates: stop on divergence or bad metrics, then report progress.
+
+    No collectives here: a process that raises mid-chunk must not leave the others
+    waiting.  Progress shows the main process's block of seeds (every process runs
+    at about the same rate).
+    """
+    check_metrics = getattr(job.module, "check_metrics", None)  # e.g. LM tasks: rewards inside the declared range
+
+    def callback(state, info):
+        check_finite(job.module, state, info.chunk_metrics, info.update, job.block[0], job.out)
+        if check_metrics is not None:
+            check_metrics(job.config, job.env, info.chunk_metrics, info.update)
+        bar.update(info.update, info.chunk_metrics)
+
+    return callback
+
+
+def _checkpoint_loop(ctx, job: _Job, state, update: int, callback):
+    """Train from ``update`` to the end, checkpointing every ``checkpoint_every`` updates.
+
+    At each checkpoint the main process appends the new updates' rows to
+    metrics.csv, then saves the state (every seed's, gathered) with those
+    updates' metrics.  An error on any process stops every process there.
+
+    Returns:
+      ``(state, full_state, segments)``: this process's state, the whole state
+      (main process) and the metrics of each checkpoint's updates (main process,
+      leaves ``[S, n]``; an empty list elsewhere).
+    """
+    driver, every = job.driver, job.settings.checkpoint_every
+    full_state, segments = state, []
+    while update < driver.num_updates:
+        n = min(every - (update % every), driver.num_updates - update)
+        error, metrics = None, None
+        try:
+            state, metrics = driver.run(state, num_updates=update + n, callback=callback,
+                                        chunk_size=job.settings.chunk_size, start_update=update)
+        except Exception as e:  # noqa: BLE001 - every process learns of it and stops here
+            error = e
+        ctx.raise_if_any_failed(error)
+        metrics, full_state = ctx.gather_seeds(metrics), ctx.gather_seeds(state)
         first, update = update, update + n
-        if w.main:
-            hist = {k: v.detach().cpu() for k, v in hist.items()}
-            all_new.append(hist)
-        _on_rank0(ctx, lambda: _write_checkpoint(manager, metrics_csv, update, full_state, hist, first))
-    return state, full_state, all_new
+        if ctx.world.main:
+            metrics = {k: v.detach().cpu() for k, v in metrics.items()}
+            segments.append(metrics)
+        ctx.on_main(lambda: results.write_checkpoint(job.manager, job.metrics_csv, update, full_state, metrics, first),
+                    broadcast=False)
+    return state, full_state, segments
+
+
+@contextlib.contextmanager
+def _sigterm_as_keyboard_interrupt():
+    """SIGTERM behaves like Ctrl-C inside the block (the previous handler is restored after it)."""
+    previous = None
+    if hasattr(signal, "SIGTERM"):
+        with contextlib.suppress(ValueError):  # not in the main thread: leave SIGTERM alone
+            previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class Diverged(ValueError):
@@ -1013,9 +767,10 @@ def check_finite(module, state, chunk_metrics: dict, last_update: int, first_see
     Args:
       module: the algorithm module (its ``PARAMS`` path locates the params).
       state: the batched state after the chunk (leaves ``[S, ...]``).
-      chunk_metrics: name -> ``[C, S]`` for the chunk's updates.
+      chunk_metrics: name -> ``[S, C]`` for the chunk's updates.
       last_update: the number of the chunk's last update.
       first_seed: the global index of this process's first seed (torchrun blocks).
+      out: the results folder (named in the message).
 
     Raises:
       Diverged: naming the metrics or params, the seeds and the first bad update.
@@ -1026,12 +781,12 @@ def check_finite(module, state, chunk_metrics: dict, last_update: int, first_see
     for name, v in chunk_metrics.items():
         if not v.is_floating_point():
             continue
-        bad = ~torch.isfinite(v)  # [C, S]
+        bad = ~torch.isfinite(v)  # [S, C]
         if bool(bad.any()):
             what.append(f"metric {name!r}")
-            rows = torch.nonzero(bad.any(1)).flatten()
-            first_bad = min(first_bad, last_update - v.shape[0] + 1 + int(rows[0]))
-            bad_seeds = bad.any(0) if bad_seeds is None else bad_seeds | bad.any(0)
+            cols = torch.nonzero(bad.any(0)).flatten()
+            first_bad = min(first_bad, last_update - v.shape[1] + 1 + int(cols[0]))
+            bad_seeds = bad.any(1) if bad_seeds is None else bad_seeds | bad.any(1)
     from funrl.algorithms.common import param_paths
 
     params = transfer.params_of(module, state)
@@ -1051,44 +806,36 @@ def check_finite(module, state, chunk_metrics: dict, last_update: int, first_see
                    f"(e.g. --set max_grad_norm=0.5), then start again.")
 
 
-def _warm_start(ctx, module, config, state, directory, init_seed, seeds, blocks, dev):
-    """``transfer.warm_start`` for this process's block of seeds: rank 0 reads the folder, each rank gets its block."""
-    if ctx is None:
-        state, info = transfer.warm_start(module, state, directory, init_seed, config)
-    else:
-        loaded = {}
+# ------------------------------------------------------------------ summary
+def _write_summary(job: _Job, metrics: dict, start: int, wall: float) -> dict:
+    """summary.json (and the learning curve with matplotlib) of the whole run; returns the summary."""
+    s, driver = job.settings, job.driver
+    finals = final_returns(metrics)
+    summary = stats.summarize(finals.numpy())
+    summary.update({
+        "algo": s.algo.lower(),
+        "env": job.env_id,
+        "seeds": s.seeds,
+        "per_seed_final_return": finals.tolist(),
+        "env_steps_per_seed": driver.num_updates * driver.steps_per_update,
+        "wall_time_s": wall,
+        "sps": (driver.num_updates - start) * driver.steps_per_update * s.seeds / max(wall, 1e-9),
+        "resumed_from_update": start if s.resume else None,
+        "processes": len(job.blocks),
+    })
+    results.write_summary_json(job.out, summary)
+    if s.plot:
+        try:
+            from funrl.plotting import plot_runs
 
-        def load():
-            params, info = transfer.load_params(directory)
-            loaded["params"] = transfer.select_seeds(params, seeds, init_seed)
-            return info
-
-        info = _on_rank0(ctx, load)
-        block = distributed.scatter_blocks_from_rank0(loaded.get("params"), blocks, ctx)
-        block = tree.map(lambda x: x.to(dev), block)
-        state = transfer.with_params(module, state, block, transfer.keep_fresh(module, config))
-        info = {**info, "init_seed": init_seed}
-    return state, {"dir": os.path.abspath(directory), "seed": init_seed, "algo": info["algo"], "env": info["env"],
-                   "seeds": info["seeds"], "update": info["update"]}
-
-
-def _write_checkpoint(manager, metrics_csv, update, state, history, first) -> None:
-    """Append the rows of updates ``first + 1 .. update`` to metrics.csv, then save checkpoint ``update``.
-
-    The checkpoint holds the state and only those updates' metrics (``history_from``
-    in its metadata): the earlier rows are in metrics.csv, which already holds every
-    row a checkpoint needs when it is written.
-    """
-    metrics_csv.append(history, first)
-    manager.save(update, {"state": state, "history": history}, metadata={"update": update, "history_from": first})
+            plot_runs([job.out], os.path.join(job.out, "learning_curve.png"))
+        except ImportError:
+            pass
+    return summary
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _concat_histories(parts: list) -> dict:
-    parts = [p for p in parts if p]
-    if not parts:
-        return {}
-    return {k: torch.cat([p[k].detach().cpu() for p in parts], 0) for k in parts[0]}
+def _result(ctx, job: _Job, summary: dict, metrics: dict | None, state, full_state) -> dict:
+    """What :func:`run` returns: the main process has every seed's metrics and state, the others their block's state."""
+    main = ctx.world.main
+    return {"summary": summary, "metrics": metrics if main else None, "state": full_state if main else state,
+            "out": job.out, "seed_block": job.block}

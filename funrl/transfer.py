@@ -33,6 +33,7 @@ from funrl import checkpoint as ckpt
 from funrl import tree
 from funrl.algorithms import get
 from funrl.algorithms.common import param_paths
+from funrl.results import read_config_json
 
 __all__ = [
     "get_path",
@@ -131,8 +132,6 @@ def load_params(directory: str, map_location: Any = "cpu") -> tuple[Any, dict]:
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
         raise FileNotFoundError(f"init: {directory!r} is not a funrl results folder (no config.json)")
-    from funrl.runner import read_config_json  # funrl.runner imports this module
-
     config = read_config_json(config_path, required=("algo", "env", "seeds"))
     module = get(config["algo"])
     manager = ckpt.CheckpointManager(os.path.join(directory, "checkpoints"))

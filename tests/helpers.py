@@ -3,7 +3,6 @@
 import torch
 import torch.utils._pytree as _pytree
 
-from funrl import tree
 from funrl.algorithms import common
 
 
@@ -67,26 +66,25 @@ def q_grid(critic_apply, critic_params, s_values, num_actions=5):
     ).detach()
 
 
-def assert_runner_matches_vmap_train(algo, config, env, params, keys, chunk_size):
-    """The eager ``common.Runner`` over seeds equals ``vmap(algo.make_train)``, bit for bit.
+def assert_driver_matches_vmap_train(algo, config, env, params, keys, chunk_size):
+    """The eager ``common.Driver`` over seeds equals ``vmap(algo.make_train)``, bit for bit.
 
     Args:
       algo: an algorithm module (``make_train``, ``make_algorithm``).
       config, env, params: as for ``algo.make_train``.
       keys: one key per seed, ``(S, 2)``.
-      chunk_size: updates per runner chunk (callback call).
+      chunk_size: updates per driver chunk (callback call).
 
     Returns:
-      The ``env_steps`` the runner's callback reported after each chunk.
+      The ``env_steps`` the driver's callback reported after each chunk.
     """
     states, metrics = torch.func.vmap(algo.make_train(config, env, params))(keys)
-    runner = common.Runner(algo.make_algorithm, config, env, params, compile=False)
+    driver = common.Driver(algo.make_algorithm, config, env, params, compile=False)
     seen = []
-    r_state, r_metrics = runner.run(
-        runner.init(keys), callback=lambda s, info: seen.append(info.env_steps), chunk_size=chunk_size
+    r_state, r_metrics = driver.run(
+        driver.init(keys), callback=lambda s, info: seen.append(info.env_steps), chunk_size=chunk_size
     )
-    # the runner stacks metrics [updates, seeds]; vmap(train) gives [seeds, updates]
-    assert_match(tree.map(lambda x: x.T, r_metrics), metrics)
+    assert_match(r_metrics, metrics)  # both [seeds, updates]
     assert_match(r_state, states)
     return seen
 

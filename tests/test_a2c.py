@@ -12,7 +12,7 @@ from funrl import tree
 from funrl.algorithms import a2c
 from funrl.envs import make, spaces
 from funrl.envs.probes import ActionReward, Alternating, ContinuousBandit, ObservationReward, TwoStep
-from helpers import assert_runner_matches_vmap_train, assert_match
+from helpers import assert_driver_matches_vmap_train, assert_match
 
 
 class MultiDiscreteActions(ActionReward):
@@ -206,10 +206,10 @@ def test_vmap_train_continuous(cartpole):
     assert float(metrics["entropy"][0, 0]) == pytest.approx(0.5 + 0.5 * math.log(2 * math.pi), abs=1e-6)
 
 
-def test_runner_eager_equals_vmap_train(cartpole):
+def test_driver_eager_equals_vmap_train(cartpole):
     env, params = cartpole
     keys = jr.split(jr.key(3), 2)
-    seen = assert_runner_matches_vmap_train(a2c, _cartpole_config(), env, params, keys, chunk_size=2)
+    seen = assert_driver_matches_vmap_train(a2c, _cartpole_config(), env, params, keys, chunk_size=2)
     assert seen == [24, 48]  # 4 updates of 3 steps x 2 envs x 2 seeds, reported every 2 updates
 
 

@@ -111,18 +111,18 @@ def _tiny_ppo():
     return ppo, config, env, env_params
 
 
-def test_hparams_negative_learning_rate_raises_in_runner_init():
-    from funrl.algorithms.common import Runner
+def test_hparams_negative_learning_rate_raises_in_driver_init():
+    from funrl.algorithms.common import Driver
 
     ppo, config, env, env_params = _tiny_ppo()
-    runner = Runner(ppo.make_algorithm, config, env, env_params, compile=False)
+    driver = Driver(ppo.make_algorithm, config, env, env_params, compile=False)
     keys = fr.split(fr.key(0), 2)
     with pytest.raises(ValueError, match=r"hparams\['learning_rate'\].*-0\.1"):
-        runner.init(keys, {"learning_rate": torch.tensor([1e-3, -0.1])})
+        driver.init(keys, {"learning_rate": torch.tensor([1e-3, -0.1])})
     with pytest.raises(ValueError, match=r"hparams\['gamma'\]"):
-        runner.init(keys, {"gamma": [0.9, 1.5]})
+        driver.init(keys, {"gamma": [0.9, 1.5]})
     with pytest.raises(ValueError, match=r"hparams\['learning_rate'\]"):
-        runner.init(keys, {"learning_rate": [0.0, 1e-3]})
+        driver.init(keys, {"learning_rate": [0.0, 1e-3]})
 
 
 def test_hparams_negative_learning_rate_raises_in_train():

@@ -169,7 +169,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path):
 def test_python_api_mirrors_cli(tmp_path):
     result = funrl.run("ppo", env="CartPole-v1", seeds=2, total_steps=128, out=str(tmp_path / "api"),
                        compile=False, progress=False, plot=False, **TINY_KW)
-    assert result["metrics"]["episode_return"].shape == (4, 2)
+    assert result["metrics"]["episode_return"].shape == (2, 4)  # [seeds, updates]
     assert result["summary"]["seeds"] == 2
     assert os.path.exists(tmp_path / "api" / "summary.json")
     with pytest.raises(ValueError, match="unknown ppo config field"):
@@ -178,7 +178,7 @@ def test_python_api_mirrors_cli(tmp_path):
 
 
 def test_seed_i_is_the_same_whatever_the_number_of_seeds():
-    from funrl.runner import seed_keys
+    from funrl.algorithms.common import seed_keys
 
     assert torch.equal(seed_keys(3, 5)[:2], seed_keys(3, 2))
 
@@ -198,8 +198,8 @@ def test_chunk_returns_weights_by_episodes_and_marks_seeds_without_episodes():
     from funrl.runner import chunk_returns
 
     chunk = {
-        "episode_return": torch.tensor([[10.0, 0.0, 5.0], [20.0, 0.0, 0.0]]),  # [C=2, S=3]
-        "episodes": torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]]),
+        "episode_return": torch.tensor([[10.0, 20.0], [0.0, 0.0], [5.0, 0.0]]),  # [S=3, C=2]
+        "episodes": torch.tensor([[1.0, 3.0], [0.0, 0.0], [2.0, 0.0]]),
     }
     out = chunk_returns(chunk)
     assert out[0].item() == (10.0 * 1 + 20.0 * 3) / 4

@@ -10,7 +10,7 @@ from funrl import tree
 from funrl.algorithms import ddpg
 from funrl.envs import make
 from funrl.envs.probes import Alternating, ContinuousBandit, TwoStep
-from helpers import assert_buffer_stores_final_obs_and_termination, assert_runner_matches_vmap_train, assert_match, q_grid
+from helpers import assert_buffer_stores_final_obs_and_termination, assert_driver_matches_vmap_train, assert_match, q_grid
 
 
 # ---------------------------------------------------------------- probes (funrl.envs.probes)
@@ -191,10 +191,10 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(pendulum):
     assert not tree.equal(tree.index(states.params, 0), tree.index(states.params, 1))
 
 
-def test_runner_eager_equals_vmap_train(pendulum):
+def test_driver_eager_equals_vmap_train(pendulum):
     env, params = pendulum
     keys = jr.split(jr.key(3), 2)
-    seen = assert_runner_matches_vmap_train(ddpg, _pendulum_config(total_timesteps=16), env, params, keys, chunk_size=2)
+    seen = assert_driver_matches_vmap_train(ddpg, _pendulum_config(total_timesteps=16), env, params, keys, chunk_size=2)
     assert seen == [16, 32]  # 4 updates of 2 steps x 2 envs x 2 seeds, reported every 2 updates
 
 

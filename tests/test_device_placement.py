@@ -18,7 +18,7 @@ import funrl
 from funrl import random as jr
 from funrl import tree
 from funrl.algorithms import DEFAULT_ENVS, get
-from funrl.algorithms.common import Runner
+from funrl.algorithms.common import Driver
 from helpers import TINY
 
 META = torch.device("meta")
@@ -37,9 +37,9 @@ def test_training_stays_on_the_keys_device(name):
     module = get(name)
     env, env_params = getattr(module, "make_env", funrl.envs.make)(DEFAULT_ENVS[name])  # LM algorithms: a task
     env_params = tree.map(lambda x: x.to(META) if isinstance(x, torch.Tensor) else x, env_params)
-    runner = Runner(module.make_algorithm, module.Config(**TINY[name]), env, env_params, compile=False)
-    state = runner.init(jr.split(jr.key(0), 2).to(META))
-    state, metrics = runner.run(state, chunk_size=runner.num_updates)
+    driver = Driver(module.make_algorithm, module.Config(**TINY[name]), env, env_params, compile=False)
+    state = driver.init(jr.split(jr.key(0), 2).to(META))
+    state, metrics = driver.run(state, chunk_size=driver.num_updates)
     leaves = [x for x in tree.leaves((state, metrics)) if isinstance(x, torch.Tensor)]
     assert leaves and all(x.device == META for x in leaves), {str(x.device) for x in leaves}
-    assert all(v.shape[:2] == (runner.num_updates, 2) for v in metrics.values())
+    assert all(v.shape[:2] == (2, driver.num_updates) for v in metrics.values())  # [seeds, updates]

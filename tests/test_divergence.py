@@ -51,13 +51,13 @@ def test_check_finite_names_the_param_and_the_seed():
     params = {"actor": {"w": torch.zeros(3, 2)}}
     params["actor"]["w"][2, 1] = float("inf")
     state = ppo.PPOState(*([None] * len(ppo.PPOState._fields)))._replace(params=params)
-    metrics = {"loss": torch.zeros(4, 3)}
+    metrics = {"loss": torch.zeros(3, 4)}  # [S=3, C=4]
     with pytest.raises(Diverged, match=r"param 'actor.w' not finite for seed\(s\) \[7\]"):
         check_finite(ppo, state, metrics, last_update=12, first_seed=5)
-    metrics["loss"][1, 0] = float("nan")
+    metrics["loss"][0, 1] = float("nan")  # seed 0 at the chunk's second update
     with pytest.raises(Diverged, match=r"metric 'loss', param 'actor.w' not finite for seed\(s\) \[5, 7\] by update 10"):
         check_finite(ppo, state, metrics, last_update=12, first_seed=5)
     params["actor"]["w"][2, 1] = 0.0
-    metrics["loss"][1, 0] = 0.0
+    metrics["loss"][0, 1] = 0.0
     check_finite(ppo, state, metrics, last_update=12)  # finite: no error
     assert tree.leaves(params)[0].isfinite().all()

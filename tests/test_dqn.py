@@ -12,7 +12,7 @@ from funrl import tree
 from funrl.algorithms import common, dqn, replay
 from funrl.envs import make
 from funrl.envs.probes import ActionReward, Alternating, ConstantReward, ObservationReward, TwoStep
-from helpers import assert_runner_matches_vmap_train, assert_match
+from helpers import assert_driver_matches_vmap_train, assert_match
 
 
 # ---------------------------------------------------------------- probes (funrl.envs.probes)
@@ -236,10 +236,10 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole):
     assert not tree.equal(tree.index(states.params, 0), tree.index(states.params, 1))
 
 
-def test_runner_eager_equals_vmap_train(cartpole):
+def test_driver_eager_equals_vmap_train(cartpole):
     env, params = cartpole
     keys = jr.split(jr.key(3), 2)
-    seen = assert_runner_matches_vmap_train(dqn, _cartpole_config(total_timesteps=24), env, params, keys, chunk_size=2)
+    seen = assert_driver_matches_vmap_train(dqn, _cartpole_config(total_timesteps=24), env, params, keys, chunk_size=2)
     assert seen == [24, 48]  # 4 updates of 3 steps x 2 envs x 2 seeds, reported every 2 updates
 
 
@@ -260,14 +260,14 @@ def test_hyperparameter_batching_equals_separate_runs(cartpole):
 
 
 @pytest.mark.compile
-def test_compiled_runner_matches_eager():
+def test_compiled_driver_matches_eager():
     env = TwoStep()
     params = env.default_params()
     config = _probe_config(total_timesteps=6, train_frequency=2, learning_starts=2, batch_size=4, buffer_size=8,
                            target_network_frequency=4, start_e=0.5, end_e=0.5, hidden_sizes=(4,))
     keys = jr.split(jr.key(11), 2)
-    eager = common.Runner(dqn.make_algorithm, config, env, params, compile=False)
-    compiled = common.Runner(dqn.make_algorithm, config, env, params, compile=True)
+    eager = common.Driver(dqn.make_algorithm, config, env, params, compile=False)
+    compiled = common.Driver(dqn.make_algorithm, config, env, params, compile=True)
     s_e, m_e = eager.run(eager.init(keys))
     s_c, m_c = compiled.run(compiled.init(keys))
     # compiled vs eager: Inductor reorders sums, so floats agree up to reassociation; actions stay exact

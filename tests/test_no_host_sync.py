@@ -2,7 +2,7 @@
 
 On CUDA, ``.item()``, ``bool(tensor)``, ``if tensor:``, ``torch.equal``,
 ``nonzero`` and boolean-mask indexing wait for the GPU to finish (and stop the
-CPU from queueing the next kernels).  A chunk of ``Runner.run`` must queue its
+CPU from queueing the next kernels).  A chunk of ``Driver.run`` must queue its
 updates without one; the progress line and checkpoints read values between
 chunks.  Those operations all reach the dispatcher as the aten ops below, so a
 ``TorchDispatchMode`` that records them catches them on the CPU too, where this
@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import funrl
 from funrl import random as jr
 from funrl.algorithms import DEFAULT_ENVS, get, list_algorithms
-from funrl.algorithms.common import Runner
+from funrl.algorithms.common import Driver
 from helpers import TINY
 
 #: aten ops whose result the host must wait for (they copy a value or a data-dependent shape to the CPU)
@@ -88,12 +88,12 @@ def test_a_training_chunk_never_waits_for_the_device(name):
     module = get(name)
     config = module.Config(**TINY[name])
     env, env_params = getattr(module, "make_env", funrl.envs.make)(DEFAULT_ENVS[name])  # LM: a task
-    runner = Runner(module.make_algorithm, config, env, env_params, compile=False)
-    state = runner.init(jr.split(jr.key(0), 2))
-    assert runner.num_updates >= 2, "the tiny config must run several updates"
+    driver = Driver(module.make_algorithm, config, env, env_params, compile=False)
+    state = driver.init(jr.split(jr.key(0), 2))
+    assert driver.num_updates >= 2, "the tiny config must run several updates"
     with RecordSyncs() as rec:
-        state, metrics = runner.run(state, chunk_size=runner.num_updates)
-    assert rec.num_ops > 100 * runner.num_updates, rec.num_ops  # it watched the updates' ops
+        state, metrics = driver.run(state, chunk_size=driver.num_updates)
+    assert rec.num_ops > 100 * driver.num_updates, rec.num_ops  # it watched the updates' ops
     assert rec.calls == [], f"{name}: {len(rec.calls)} host syncs in one chunk, first: {rec.calls[:3]}"
     # the chunk did run: one metrics row per update, for both seeds
-    assert all(v.shape[:2] == (runner.num_updates, 2) for v in metrics.values())
+    assert all(v.shape[:2] == (2, driver.num_updates) for v in metrics.values())  # [seeds, updates]

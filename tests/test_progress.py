@@ -21,10 +21,11 @@ class Clock:
 
 
 def chunk(returns, episodes):
-    """Synthetic chunk metrics ``[C, S]`` from nested lists (updates x seeds)."""
-    return {"episode_return": torch.tensor(returns, dtype=torch.float32),
-            "episodes": torch.tensor(episodes, dtype=torch.int64),
-            "loss": torch.zeros(len(returns), len(returns[0]))}
+    """Synthetic chunk metrics ``[S, C]`` (seeds x updates, as the runner gives them) from nested lists
+    written one update per row (updates x seeds)."""
+    return {"episode_return": torch.tensor(returns, dtype=torch.float32).T,
+            "episodes": torch.tensor(episodes, dtype=torch.int64).T,
+            "loss": torch.zeros(len(returns[0]), len(returns))}
 
 
 def progress(**kw):
@@ -83,7 +84,7 @@ def test_diverged_seeds_are_counted_not_hidden(capsys):
     assert "2/3 seeds) mean 15" in line, line
     # a NaN in another metric (no episode ended) counts too, and stays counted
     m = chunk([[0.0, 0.0, 0.0]], [[0, 0, 0]])
-    m["loss"][0, 2] = math.inf
+    m["loss"][2, 0] = math.inf  # seed 2
     p.update(2, m)
     p.update(3, chunk([[0.0, 0.0, 0.0]], [[0, 0, 0]]))
     _, last = lines(capsys)

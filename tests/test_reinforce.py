@@ -8,7 +8,7 @@ from funrl import tree
 from funrl.algorithms import common, reinforce
 from funrl.envs import make
 from funrl.envs.probes import ActionReward, ConstantReward, ObservationReward, TwoStep
-from helpers import assert_runner_matches_vmap_train, assert_match
+from helpers import assert_driver_matches_vmap_train, assert_match
 
 
 # ---------------------------------------------------------------- probes (funrl.envs.probes)
@@ -122,11 +122,11 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(cartpole, baseline):
     assert not tree.equal(tree.index(states.params, 0), tree.index(states.params, 1))
 
 
-def test_runner_eager_equals_vmap_train(cartpole):
+def test_driver_eager_equals_vmap_train(cartpole):
     env, params = cartpole
     config = _cartpole_config(total_timesteps=4 * 2 * 6)
     keys = jr.split(jr.key(3), 2)
-    seen = assert_runner_matches_vmap_train(reinforce, config, env, params, keys, chunk_size=2)
+    seen = assert_driver_matches_vmap_train(reinforce, config, env, params, keys, chunk_size=2)
     assert seen == [48, 96]  # 4 updates of 6 steps x 2 envs x 2 seeds, reported every 2 updates
 
 
@@ -147,13 +147,13 @@ def test_hyperparameter_batching_equals_separate_runs(cartpole):
 
 
 @pytest.mark.compile
-def test_compiled_runner_matches_eager():
+def test_compiled_driver_matches_eager():
     env = TwoStep()
     params = env.default_params()
     config = _probe_config(total_timesteps=2 * 2 * 4, num_envs=2, num_steps=4, hidden_sizes=(4,))
     keys = jr.split(jr.key(11), 2)
-    eager = common.Runner(reinforce.make_algorithm, config, env, params, compile=False)
-    compiled = common.Runner(reinforce.make_algorithm, config, env, params, compile=True)
+    eager = common.Driver(reinforce.make_algorithm, config, env, params, compile=False)
+    compiled = common.Driver(reinforce.make_algorithm, config, env, params, compile=True)
     s_e, m_e = eager.run(eager.init(keys))
     s_c, m_c = compiled.run(compiled.init(keys))
     # compiled vs eager: Inductor reorders sums, so floats agree up to reassociation

@@ -12,9 +12,9 @@ import torch
 import funrl
 from funrl import checkpoint as ckpt
 from funrl import tree
-from funrl.algorithms.common import Runner
+from funrl.algorithms.common import Driver
 from funrl.cli import main as cli_main
-from funrl.runner import _metrics_csv, _MetricsCSV, load_run
+from funrl.results import METRICS_AXES, MetricsCSV, load_run, metrics_csv_text
 
 TINY_KW = dict(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, hidden_sizes=(8, 8))
 # 8 updates of 32 env steps, a checkpoint every 2 updates (kept: the newest 2), a chunk per update
@@ -78,7 +78,7 @@ def _assert_same_run(a, b):
 
 def _record_saves_and_chunks(monkeypatch):
     saves, chunks = [], []
-    real_save, real_run = ckpt.CheckpointManager.save, Runner.run
+    real_save, real_run = ckpt.CheckpointManager.save, Driver.run
 
     def save(self, step, *a, **k):
         saves.append(step)
@@ -89,7 +89,7 @@ def _record_saves_and_chunks(monkeypatch):
         return real_run(self, *a, **k)
 
     monkeypatch.setattr(ckpt.CheckpointManager, "save", save)
-    monkeypatch.setattr(Runner, "run", run)
+    monkeypatch.setattr(Driver, "run", run)
     return saves, chunks
 
 
@@ -268,8 +268,8 @@ def test_resume_removes_temp_files_of_interrupted_writes(interrupted, tmp_path):
 def test_checkpoints_hold_only_the_metrics_since_the_previous_one(full):
     out, result = full
     step, saved, meta = _final(out)
-    assert step == 8 and meta == {"update": 8, "history_from": 6}
-    assert tree.equal(saved["history"], {k: v[6:] for k, v in result["metrics"].items()})
+    assert step == 8 and meta == {"update": 8, "history_from": 6, "metrics_axes": METRICS_AXES}
+    assert tree.equal(saved["history"], {k: v[:, 6:] for k, v in result["metrics"].items()})  # [seeds, updates]
     loaded = load_run(str(out))
     for k, v in result["metrics"].items():
         assert torch.equal(loaded["metrics"][k], v.double()), k
@@ -280,13 +280,13 @@ def test_metrics_csv_is_appended_not_rewritten(full, tmp_path):
     history = full[1]["metrics"]
     path = tmp_path / "metrics.csv"
     path.write_text("stale file of an earlier run\n")
-    w = _MetricsCSV(str(path), 32)
-    w.append({k: v[:3] for k, v in history.items()}, 0)  # the first write replaces the file
+    w = MetricsCSV(str(path), 32)
+    w.append({k: v[:, :3] for k, v in history.items()}, 0)  # the first write replaces the file
     inode = os.stat(path).st_ino
-    w.append({k: v[3:5] for k, v in history.items()}, 3)
-    w.append({k: v[5:] for k, v in history.items()}, 5)
+    w.append({k: v[:, 3:5] for k, v in history.items()}, 3)
+    w.append({k: v[:, 5:] for k, v in history.items()}, 5)
     assert os.stat(path).st_ino == inode  # appended in place, not replaced
-    assert path.read_bytes().decode() == _metrics_csv(history, 32)
+    assert path.read_bytes().decode() == metrics_csv_text(history, 32)
     assert path.read_bytes() == (full[0] / "metrics.csv").read_bytes()
 
 
@@ -306,8 +306,8 @@ def test_an_old_checkpoint_with_the_whole_history_still_resumes(full, tmp_path):
     out = _copy(full[0], tmp_path)
     manager = ckpt.CheckpointManager(out / "checkpoints")
     _, saved, _ = manager.load(6)
-    # the format before: the whole history in every checkpoint, metrics.csv rewritten each time
-    ckpt.save(manager.path(6), {"state": saved["state"], "history": {k: v[:6] for k, v in full[1]["metrics"].items()}},
+    # the format before: the whole history in every checkpoint, [updates, seeds], metrics.csv rewritten each time
+    ckpt.save(manager.path(6), {"state": saved["state"], "history": {k: v[:, :6].T.contiguous() for k, v in full[1]["metrics"].items()}},
               metadata={"update": 6})
     os.remove(manager.path(8))
     (out / "summary.json").unlink()
@@ -315,6 +315,22 @@ def test_an_old_checkpoint_with_the_whole_history_still_resumes(full, tmp_path):
     (out / "metrics.csv").write_bytes("".join(lines[:4]).encode())  # whatever it holds, the checkpoint rules
     funrl.run(resume=str(out), progress=False, plot=False)
     _assert_same_run(full[0], out)
+
+
+def test_a_checkpoint_with_metrics_updates_first_still_resumes(full, tmp_path):
+    out = _copy(full[0], tmp_path)
+    manager = ckpt.CheckpointManager(out / "checkpoints")
+    _, saved, meta = manager.load(6)
+    assert meta["metrics_axes"] == "seed,update"
+    # the format before metrics_axes: the segment since the previous checkpoint as [updates, seeds]
+    segment = {k: v[:, 4:6].T.contiguous() for k, v in full[1]["metrics"].items()}
+    ckpt.save(manager.path(6), {"state": saved["state"], "history": segment}, metadata={"update": 6, "history_from": 4})
+    os.remove(manager.path(8))
+    (out / "summary.json").unlink()
+    result = funrl.run(resume=str(out), progress=False, plot=False)
+    assert result["summary"]["resumed_from_update"] == 6
+    _assert_same_run(full[0], out)
+    assert tree.equal(result["metrics"], full[1]["metrics"])
 
 
 def test_metrics_csv_missing_rows_the_checkpoint_needs_is_a_clear_error(full, tmp_path):

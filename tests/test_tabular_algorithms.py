@@ -155,16 +155,16 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(frozen_lake, method)
     assert not torch.equal(states.q[0], states.q[1])
 
 
-def test_runner_eager_equals_vmap_train(frozen_lake):
+def test_driver_eager_equals_vmap_train(frozen_lake):
     env, params = frozen_lake
     config = _config(method="expected_sarsa", total_timesteps=8 * 4 * 4)
     keys = jr.split(jr.key(3), 2)
     states, metrics = torch.func.vmap(tabular.make_train(config, env, params))(keys)
-    runner = common.Runner(tabular.make_algorithm, config, env, params, compile=False)
+    driver = common.Driver(tabular.make_algorithm, config, env, params, compile=False)
     seen = []
-    r_state, r_metrics = runner.run(runner.init(keys), callback=lambda s, info: seen.append(info.env_steps), chunk_size=2)
+    r_state, r_metrics = driver.run(driver.init(keys), callback=lambda s, info: seen.append(info.env_steps), chunk_size=2)
     assert seen == [128, 256]  # 4 updates of 4 steps x 8 envs x 2 seeds, reported every 2 updates
-    assert_match(tree.map(lambda x: x.T, r_metrics), metrics)
+    assert_match(r_metrics, metrics)  # both [seeds, updates]
     assert_match(r_state, states)
 
 
@@ -182,12 +182,12 @@ def test_hyperparameter_batching_equals_separate_runs(frozen_lake):
 
 
 @pytest.mark.compile
-def test_compiled_runner_matches_eager(frozen_lake):
+def test_compiled_driver_matches_eager(frozen_lake):
     env, params = frozen_lake
     config = _config(method="expected_sarsa", num_envs=4, num_steps=3, total_timesteps=4 * 3 * 2)
     keys = jr.split(jr.key(11), 2)
-    eager = common.Runner(tabular.make_algorithm, config, env, params, compile=False)
-    compiled = common.Runner(tabular.make_algorithm, config, env, params, compile=True)
+    eager = common.Driver(tabular.make_algorithm, config, env, params, compile=False)
+    compiled = common.Driver(tabular.make_algorithm, config, env, params, compile=True)
     s_e, m_e = eager.run(eager.init(keys))
     s_c, m_c = compiled.run(compiled.init(keys))
     assert_match((s_c.obs, s_c.action), (s_e.obs, s_e.action))  # integer states and actions: exact

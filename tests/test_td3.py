@@ -10,7 +10,7 @@ from funrl import tree
 from funrl.algorithms import ddpg, replay, td3
 from funrl.envs import make
 from funrl.envs.probes import Alternating, ContinuousBandit, TwoStep
-from helpers import assert_buffer_stores_final_obs_and_termination, assert_runner_matches_vmap_train, assert_match, q_grid
+from helpers import assert_buffer_stores_final_obs_and_termination, assert_driver_matches_vmap_train, assert_match, q_grid
 
 
 def _probe_config(**kw):
@@ -163,10 +163,10 @@ def test_vmap_train_equals_single_runs_and_is_deterministic(pendulum):
     assert_match(train(keys[1]), (s_i, m_i))  # same key, same path: bit for bit
 
 
-def test_runner_eager_equals_vmap_train(pendulum):
+def test_driver_eager_equals_vmap_train(pendulum):
     env, params = pendulum
     keys = jr.split(jr.key(3), 2)
-    assert_runner_matches_vmap_train(td3, _pendulum_config(total_timesteps=16), env, params, keys, chunk_size=3)
+    assert_driver_matches_vmap_train(td3, _pendulum_config(total_timesteps=16), env, params, keys, chunk_size=3)
 
 
 def test_hyperparameter_batching_equals_separate_runs(pendulum):

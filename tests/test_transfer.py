@@ -13,8 +13,8 @@ from funrl import checkpoint as ckpt
 from funrl import random as jr
 from funrl import transfer, tree
 from funrl.algorithms import DEFAULT_ENVS, get
-from funrl.algorithms.common import Runner, param_paths
-from funrl.runner import resolve_config, seed_keys
+from funrl.algorithms import resolve_config
+from funrl.algorithms.common import Driver, param_paths, seed_keys
 from helpers import TINY, TINY_PPO_ARGS
 
 TINY_KW = dict(total_timesteps=64, num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, hidden_sizes=(8, 8))
@@ -31,8 +31,8 @@ def _source(tmp_path, algo="ppo", seeds=2, name="src", **kw):
 def _fresh_state(algo, seeds, seed=7, **kw):
     module, env_id, config = resolve_config(algo, None, None, {**(TINY_KW if algo == "ppo" else TINY[algo]), **kw})
     env, env_params = getattr(module, "make_env", funrl.envs.make)(env_id)  # LM algorithms: a task
-    runner = Runner(module.make_algorithm, config, env, env_params, compile=False)
-    return module, runner.init(seed_keys(seed, seeds))
+    driver = Driver(module.make_algorithm, config, env, env_params, compile=False)
+    return module, driver.init(seed_keys(seed, seeds))
 
 
 @pytest.mark.parametrize("algo", list(DEFAULT_ENVS))
@@ -42,7 +42,7 @@ def test_warm_start_copies_the_final_params_and_targets_bit_for_bit_and_nothing_
     module, fresh = _fresh_state(algo, 2)
     state, info = transfer.warm_start(module, fresh, str(tmp_path / "src"))
     assert info["algo"] == algo and info["seeds"] == 2
-    assert info["update"] == src["metrics"]["episode_return"].shape[0]  # the final checkpoint
+    assert info["update"] == src["metrics"]["episode_return"].shape[1]  # the final checkpoint ([seeds, updates])
     final = transfer.params_of(module, src["state"])
     loaded = transfer.params_of(module, state)
     assert tree.equal(loaded, final)
@@ -232,12 +232,12 @@ def test_cli_init_init_seed_freeze_and_env_set(tmp_path, capsys):
 
 
 @pytest.mark.compile
-def test_freeze_holds_in_the_compiled_runner_too():
+def test_freeze_holds_in_the_compiled_driver_too():
     module = get("ppo")
     env, env_params = funrl.envs.make("CartPole-v1")
     config = module.Config(**{**TINY["ppo"], "freeze": r"^actor\.linear_0\."})
-    runner = Runner(module.make_algorithm, config, env, env_params, compile=True)
-    start = runner.init(seed_keys(0, 2))
-    end, _ = runner.run(start)
+    driver = Driver(module.make_algorithm, config, env, env_params, compile=True)
+    start = driver.init(seed_keys(0, 2))
+    end, _ = driver.run(start)
     assert tree.equal(end.params["actor"]["linear_0"], start.params["actor"]["linear_0"])
     assert not tree.equal(end.params["actor"]["linear_1"], start.params["actor"]["linear_1"])

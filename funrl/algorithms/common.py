@@ -1,4 +1,4 @@
-"""What every funrl algorithm shares: the lift/driver pattern, the train loop, the chunked runner.
+"""What every funrl algorithm shares: the lift/driver pattern, the train loop, the chunked :class:`Driver`.
 
 An algorithm file (``ppo.py``, ``dqn.py``, ...) writes its learning step as a few
 *pure per-seed pieces* (``rollout_step``, ``prepare``, ``minibatch_update``, ...)
@@ -38,6 +38,7 @@ import torch
 import torch.utils._pytree as _pytree
 
 from funrl import optim, tree
+from funrl import random as jr
 from funrl.compile import jit
 
 __all__ = [
@@ -47,7 +48,9 @@ __all__ = [
     "compiled_lift",
     "Algorithm",
     "make_train_from",
-    "Runner",
+    "Driver",
+    "ChunkInfo",
+    "seed_keys",
     "hyperparams_from_config",
     "check_config",
     "check_hparams",
@@ -89,7 +92,7 @@ def one_seed_lift(fn: Callable, in_dims: Any = 0) -> Callable:
     This is what makes funrl's reproducibility contract hold: ``train(key)``
     (built with this lift) and row *i* of a seed batch run the same batched
     kernels through the same ``vmap`` batching rules, so row *i* of
-    ``torch.func.vmap(train)(keys)`` or of the runner equals ``train(keys[i])``
+    ``torch.func.vmap(train)(keys)`` or of the :class:`Driver` equals ``train(keys[i])``
     bit for bit.  An unbatched piece would call other kernels (a matrix-vector
     product where the batch calls a batched matrix product, a scalar tail loop
     where the batch is vectorised) and drift apart by an ulp that training
@@ -100,7 +103,7 @@ def one_seed_lift(fn: Callable, in_dims: Any = 0) -> Callable:
     def run(*args):
         out = batched(*_add_seed_axis(args, in_dims))
         # contiguous: under an outer vmap (``vmap(train)``) this lays every output out seed axis
-        # first, as the runner's lifts do, so that the next piece's reductions sum in the same order
+        # first, as the Driver's lifts do, so that the next piece's reductions sum in the same order
         return tree.map(lambda x: x.squeeze(0).contiguous() if isinstance(x, torch.Tensor) else x, out)
 
     run.__name__ = getattr(fn, "__name__", "piece")
@@ -117,7 +120,7 @@ def vmap_lift(fn: Callable, in_dims: Any = 0) -> Callable:
     Outputs are made contiguous, as :func:`one_seed_lift`'s are: a reduction's
     summation order depends on the memory layout of its input, so the pieces
     must hand each other tensors laid out the same way on every path (here:
-    seed axis first, contiguous) for the runner to equal ``vmap(train)``.
+    seed axis first, contiguous) for the :class:`Driver` to equal ``vmap(train)``.
     """
     batched = torch.func.vmap(fn, in_dims=in_dims)
 
@@ -149,7 +152,7 @@ class Algorithm(NamedTuple):
 
     Attributes:
       init: ``init(key, hparams=None) -> state`` for one seed (lifted with
-        ``vmap`` by the runner for many seeds).
+        ``vmap`` by the :class:`Driver` for many seeds).
       update: ``update(state) -> (state, metrics)``: one rollout and its
         learning step; ``metrics`` is a dict of scalar tensors (one value per
         seed when batched).  Built from lifted pieces, so it works on one seed
@@ -231,7 +234,7 @@ def check_hparams(config, hparams: dict | None, name: str = "hparams") -> None:
     re-running the Config's validation with it (``dataclasses.replace``), so a sweep value
     is held to the same range as the field (e.g. ``learning_rate > 0``, ``gamma`` in
     ``[0, 1]``).  Values under ``vmap``/``grad``/``torch.compile`` cannot be read and are
-    not checked; the runner and ``train`` check them before lifting.  Unknown names are
+    not checked; the :class:`Driver` and ``train`` check them before lifting.  Unknown names are
     left to :func:`hyperparams_from_config`.
 
     Raises:
@@ -406,7 +409,8 @@ def make_train_from(make_algorithm: Callable, config, env, env_params) -> Callab
 
     ``train`` runs ``init`` and then ``num_updates`` calls of ``update`` for one
     seed, eagerly; metrics are stacked over updates (leaves ``[num_updates]``).
-    It is pure, so ``torch.func.vmap(train)(keys)`` trains one seed per key,
+    It is pure, so ``torch.func.vmap(train)(keys)`` trains one seed per key
+    (metrics ``[seeds, updates]``, as :meth:`Driver.run` and :func:`funrl.run` give them),
     and ``torch.func.vmap(train)(keys, hparams)`` sweeps hyper-parameters.
 
     Every piece, ``init`` included, runs as a batch of one seed
@@ -437,7 +441,7 @@ def make_train_from(make_algorithm: Callable, config, env, env_params) -> Callab
 
 @dataclasses.dataclass
 class ChunkInfo:
-    """What a runner callback sees between chunks (host-side, after a sync)."""
+    """What a :class:`Driver` callback sees between chunks (host-side, after a sync)."""
 
     update: int
     num_updates: int
@@ -445,7 +449,7 @@ class ChunkInfo:
     wall_time: float
     sps: float
     metrics: dict  # name -> tensor [S] for the last update of the chunk
-    chunk_metrics: dict | None = None  # name -> tensor [C, S] for every update of the chunk
+    chunk_metrics: dict | None = None  # name -> tensor [S, C] (seeds, updates) for every update of the chunk
 
 
 def _materialize(state):
@@ -458,8 +462,12 @@ def _materialize(state):
     return tree.map(lambda x: x.clone(memory_format=torch.contiguous_format) if isinstance(x, torch.Tensor) else x, state)
 
 
-class Runner:
-    """The fast path: many seeds, compiled pieces, a Python loop in chunks.
+class Driver:
+    """Trains many seeds at once: the algorithm's pieces compiled (or vmapped), called in a Python loop in chunks.
+
+    This is the engine under :func:`funrl.run` (which adds the results folder,
+    checkpoints and progress) and the fast counterpart of ``make_train``'s
+    eager ``vmap(train)``: both give metrics ``[seeds, updates]``.
 
     Args:
       make_algorithm: the algorithm factory ``make_algorithm(config, env, env_params, lift)``.
@@ -520,8 +528,16 @@ class Runner:
     ):
         """Run ``num_updates`` updates (default: the rest of the algorithm's budget).
 
+        Args:
+          state: the batched state (leaves ``[S, ...]``).
+          num_updates: the update count to stop at (default: the algorithm's ``num_updates``).
+          callback: ``callback(state, ChunkInfo)`` after every chunk.
+          chunk_size: updates per chunk.
+          start_update: the update count ``state`` has reached (a resumed run).
+
         Returns:
-          ``(state, metrics)``: metrics stacked over updates, leaves ``[U, S]``.
+          ``(state, metrics)``: metrics of the updates run, leaves ``[S, U]`` (seeds, updates:
+          the order of ``vmap(train)``).
         """
         total = self.num_updates if num_updates is None else num_updates
         if chunk_size < 1:
@@ -549,7 +565,27 @@ class Runner:
                         wall_time=wall,
                         sps=steps / max(wall, 1e-9),
                         metrics=last,
-                        chunk_metrics=tree.map(lambda x: x.detach(), tree.stack(history[-n:])),
+                        chunk_metrics=tree.map(lambda x: x.detach(), tree.stack(history[-n:], dim=1)),
                     ),
                 )
-        return state, (tree.stack(history) if history else {})
+        return state, (tree.stack(history, dim=1) if history else {})
+
+
+def seed_keys(seed: int, num_seeds: int, device="cpu", first: int = 0) -> torch.Tensor:
+    """Keys ``(num_seeds, 2)`` for :meth:`Driver.init`: row i is ``fold_in(key(seed), first + i)``.
+
+    Row i does not depend on ``num_seeds``, so runs with different seed counts
+    (or seeds split across processes, ``first`` > 0) agree seed by seed.
+    """
+    base = jr.key(seed, device=device)
+    return torch.stack([jr.fold_in(base, first + i) for i in range(num_seeds)])
+
+
+def __getattr__(name: str):
+    # the class was called Runner, a name it shared with the module funrl.runner
+    if name == "Runner":
+        import warnings
+
+        warnings.warn("funrl.algorithms.common.Runner is now Driver", DeprecationWarning, stacklevel=2)
+        return Driver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -404,16 +404,16 @@ def check_metrics(config, task, metrics: dict, last_update: int) -> None:
     this between chunks: inside the vmapped pieces values cannot raise).
 
     Args:
-      metrics: name -> ``[C, S]`` for the chunk's updates; ``last_update`` the number of the last one.
+      metrics: name -> ``[S, C]`` for the chunk's updates; ``last_update`` the number of the last one.
 
     Raises:
       ValueError: naming the task, its range, the updates and seeds where rewards fell outside.
     """
     bad = metrics["reward_out_of_range"] > 0
     if bool(bad.any()):
-        C = bad.shape[0]
-        updates = [last_update - C + 1 + int(i) for i in torch.nonzero(bad.any(1)).flatten()]
-        seeds = [int(i) for i in torch.nonzero(bad.any(0)).flatten()]
+        C = bad.shape[1]
+        updates = [last_update - C + 1 + int(i) for i in torch.nonzero(bad.any(0)).flatten()]
+        seeds = [int(i) for i in torch.nonzero(bad.any(1)).flatten()]
         low, high = task.reward_range
         raise ValueError(f"task.reward: the {task.name!r} task declares rewards in [{low}, {high}], but some were "
                          f"outside it (or NaN) at update(s) {updates} for seed(s) {seeds}; fix the reward function "
