@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -118,6 +119,43 @@ def test_local_device_and_backend():
     assert distributed.backend(True) == "cpu:gloo,cuda:nccl"
     with pytest.raises(ValueError, match="w: expected a World with world_size > 1"):
         distributed.init(distributed.World())
+
+
+def test_failure_hook_is_composed_in_only_when_its_variable_names_this_rank():
+    calls = []
+
+    def callback(state, info):
+        calls.append(info.update)
+
+    w0 = distributed.World()
+    assert distributed.with_failure_hook(callback, w0, {}) is callback
+    assert distributed.with_failure_hook(callback, w0, {"FUNRL_TEST_FAIL_RANK": "1:3"}) is callback  # another rank
+    hooked = distributed.with_failure_hook(callback, w0, {"FUNRL_TEST_FAIL_RANK": "0:3"})
+    hooked(None, SimpleNamespace(update=2))
+    with pytest.raises(RuntimeError, match=r"FUNRL_TEST_FAIL_RANK=0:3: rank 0 raising after update 4 \(testing hook\)"):
+        hooked(None, SimpleNamespace(update=4))
+    assert calls == [2, 4]  # the run's own callback ran first, every time
+    with pytest.raises(ValueError, match="FUNRL_TEST_FAIL_RANK: expected R or R:U"):
+        distributed.with_failure_hook(callback, w0, {"FUNRL_TEST_FAIL_RANK": "x"})
+
+
+def test_context_of_a_single_process_is_local_and_exchanges_nothing():
+    with distributed.context({}) as ctx:
+        assert isinstance(ctx, distributed.Local)
+        assert ctx.world == distributed.World() and ctx.world.main
+        t = {"w": torch.arange(6.0).reshape(3, 2)}
+        assert ctx.gather_seeds(t) is t
+        assert ctx.scatter_blocks(t, [(0, 3)]) is t
+        assert ctx.broadcast("runs/x") == "runs/x"
+        assert ctx.on_main(lambda: 7) == 7 and ctx.on_main(lambda: 8, broadcast=False) == 8
+        ctx.raise_if_any_failed(None)
+        with pytest.raises(KeyError, match="boom"):
+            ctx.raise_if_any_failed(KeyError("boom"))
+        with pytest.raises(ZeroDivisionError):
+            ctx.on_main(lambda: 1 / 0)
+    with pytest.raises(ValueError, match="RANK: expected an int"):
+        with distributed.context({"WORLD_SIZE": "2"}):
+            pass
 
 
 def test_rank_failed_names_every_failed_rank():
