@@ -23,7 +23,7 @@ from funrl import tree
 from funrl.algorithms import get
 from funrl.cli import main
 from funrl.export import export_policy
-from funrl.runner import resolve_config
+from funrl.algorithms import resolve_config
 from helpers import TINY
 
 README = Path(__file__).resolve().parent.parent / "README.md"
