@@ -98,7 +98,7 @@ def run_row(name: str, seeds: int, quick: bool, runs_dir: str) -> dict:
             "per_seed": result["summary"]["per_seed_final_return"]},
         "greedy": {k: greedy["summary"][k] for k in ("iqm", "ci_low", "ci_high")},
         "kl": float(kl_token.mean()),
-        "kl_per_sequence": float((kl_token * m["episode_length"][-5:].mean(0)).mean()),
+        "kl_per_sequence": float((kl_token * m["episode_length"][:, -5:].mean(1)).mean()),
         "trainable_params": n_rl,
         "params": n_all,
         "trainable_fraction": n_rl / n_all,

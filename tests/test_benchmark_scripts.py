@@ -247,7 +247,8 @@ def test_transfer_metric_pieces():
 
     ret = torch.tensor([[100.0, 10.0, 0.0, 50.0], [300.0, 30.0, 0.0, 50.0], [500.0, 20.0, 0.0, 50.0]])
     eps = torch.tensor([[1.0, 1.0, 0.0, 2.0], [3.0, 1.0, 0.0, 2.0], [1.0, 2.0, 0.0, 2.0]])
-    s, iqm = transfer.iqm_curve({"episode_return": ret, "episodes": eps}, chunk=2, steps_per_update=64)
+    # written one update per row; funrl.run's metrics are [seeds, updates]
+    s, iqm = transfer.iqm_curve({"episode_return": ret.T, "episodes": eps.T}, chunk=2, steps_per_update=64)
     assert s == [128, 192]
     # chunk 1 per seed: (100*1 + 300*3)/4 = 250, 20, 0, 50; chunk 2: 500, 20, 0, 50.
     # The IQM of 4 values is the mean of the middle two: (20 + 50)/2 both times.
