@@ -26,14 +26,17 @@ __all__ = ["main", "build_parser"]
 
 
 def _config_help(algo: str) -> str:
-    from funrl.algorithms import DEFAULT_ENVS, get
+    # read from the source: importing the algorithm would import torch (seconds before the help shows)
+    from funrl._config_source import config_fields, hyperparams
+    from funrl.algorithms import DEFAULT_ENVS, module_path
 
-    module = get(algo)
+    path = module_path(algo)  # a bad name: the usual error, with close matches
     lines = [f"{algo} config fields (set with --set field=value; defaults tuned for {DEFAULT_ENVS[algo]}):"]
-    for f in dataclasses.fields(module.Config):
-        default = getattr(module.Config(), f.name)
-        lines.append(f"  {f.name} = {default!r}")
-    batchable = getattr(module, "HYPERPARAMS", ())
+    fields = config_fields(path)
+    width = max(len(f"{f.name} = {f.default}") for f in fields)
+    for f in fields:
+        lines.append(f"  {f'{f.name} = {f.default}':{width}}  {f.comment}".rstrip())
+    batchable = hyperparams(path)
     if batchable:
         lines.append(f"per-seed sweepable (Python API hparams=...): {', '.join(batchable)}")
     return "\n".join(lines)
@@ -208,14 +211,18 @@ def _cmd_algos() -> int:
 
 
 def _cmd_envs() -> int:
-    import funrl
+    from funrl.envs import list_envs
+    from funrl.envs._listing import SPACES
 
-    env_ids = funrl.envs.list_envs()
-    for env_id in env_ids:
-        env, params = funrl.envs.make(env_id)
-        act = env.action_space(params)
-        obs = env.observation_space(params)
-        print(f"{env_id:28} obs {obs!r:44} action {act!r}")
+    for env_id in list_envs():
+        if env_id in SPACES:  # written out: listing must not pay for importing torch
+            obs, act = SPACES[env_id]
+        else:  # registered by the user's code in this process
+            import funrl
+
+            env, params = funrl.envs.make(env_id)
+            obs, act = repr(env.observation_space(params)), repr(env.action_space(params))
+        print(f"{env_id:28} obs {obs:44} action {act}")
     return 0
 
 
