@@ -82,6 +82,9 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
         help="keep fixed the params whose path (e.g. actor.linear_0.weight) matches REGEX (re.search)",
     )
     tr.add_argument("--device", default=None, choices=["cpu", "cuda"], help="device (default cpu)")
+    tr.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="torch CPU threads (default 1, or OMP_NUM_THREADS when set: more threads collapse on a busy "
+                         "machine and gain little on funrl's small ops; use torchrun for more cores -- see funrl.threads)")
     tr.add_argument("--no-compile", action="store_true", help="run eagerly (same numbers up to rounding; slower)")
     tr.add_argument("--out", default=None, help="results folder (default runs/<algo>-<env>-<time>)")
     tr.add_argument("--seed", type=int, default=None, help="base seed; seed i uses fold_in(key(seed), i) (default 0)")
@@ -230,7 +233,7 @@ def _train_flag_names(given: dict, overrides: dict, lora: bool) -> dict:
     """How a resume conflict names each of ``funrl.run``'s arguments: the flag that sets it."""
     names = {"algo": "ALGO", "env": "--env", "seeds": "--seeds", "total_steps": "--total-steps", "seed": "--seed",
              "device": "--device", "compile": "--no-compile", "checkpoint_every": "--checkpoint-every",
-             "init": "--init", "init_seed": "--init-seed"}
+             "init": "--init", "init_seed": "--init-seed", "threads": "--threads"}
     for k in given.get("env_params") or {}:
         names[f"env_params[{k!r}]"] = f"--env-set {k}"
     for k in overrides:
@@ -273,7 +276,8 @@ def _cmd_train(args) -> int:
     from funrl import runner
 
     run_args = dict(runner._RUN_DEFAULTS)
-    run_args.update(given, out=args.out, resume=args.resume, progress=not args.no_progress, plot=not args.no_plot)
+    run_args.update(given, out=args.out, resume=args.resume, progress=not args.no_progress, plot=not args.no_plot,
+                    threads=args.threads)
     # run's own check compares with its defaults; the flags given are checked exactly, named as flags
     result = runner._start(run_args, overrides, given, names=_train_flag_names(given, overrides, args.lora is not None))
     from funrl.distributed import world
@@ -286,7 +290,8 @@ def _cmd_train(args) -> int:
               f"summary.json is written); nothing to resume, nothing changed")
     print(
         f"{s['algo']} on {s['env']}: {s['seeds']} seeds x {s['env_steps_per_seed']:,} steps in {s['wall_time_s']:.1f} s "
-        f"({s['sps']:,.0f} env steps/s summed over seeds)\n"
+        f"({s['sps']:,.0f} env steps/s summed over seeds; {s.get('threads', 1)} torch thread"
+        f"{'s' if s.get('threads', 1) != 1 else ''} per process)\n"
         f"final return: IQM {s['iqm']:.1f} (95% CI {s['ci_low']:.1f} .. {s['ci_high']:.1f}), "
         f"mean {s['mean']:.1f}, min {s['min']:.1f}, max {s['max']:.1f}\n"
         f"results: {result['out']}"

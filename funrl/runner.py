@@ -70,6 +70,7 @@ from funrl import random as jr
 from funrl import distributed, stats, transfer, tree
 from funrl.algorithms import DEFAULT_ENVS, get
 from funrl.algorithms.common import Runner, check_hparams
+from funrl.threads import check_threads, using_threads
 
 __all__ = ["run", "check_finite", "check_resume_args", "resume_conflicts", "Diverged", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
 
@@ -492,6 +493,7 @@ def run(
     init: str | None = None,
     init_seed: int | None = None,
     env_params: dict | None = None,
+    threads: int | None = None,
     **overrides,
 ) -> dict:
     """Train ``seeds`` seeds of ``algo`` on ``env`` and write a results folder.
@@ -524,6 +526,10 @@ def run(
         ``init_seed``; None (default): seed for seed (the seed counts must match).
       env_params: overrides for :func:`funrl.envs.make` (e.g. ``{"length": 1.0,
         "masspole": 0.2}`` for a longer, heavier CartPole pole).
+      threads: torch CPU threads while the run trains (restored afterwards); None:
+        1, or ``OMP_NUM_THREADS`` when set -- one thread per process degrades in
+        proportion on a busy machine where more collapse (see :mod:`funrl.threads`).
+        Not stored for resume: results agree across thread counts up to reassociation.
       **overrides: Config fields, e.g. ``freeze=r"^actor\\.linear_0\\."`` (a regex over
         param paths kept fixed in training; see ``funrl.algorithms.common.param_paths``).
 
@@ -550,7 +556,7 @@ def run(
     """
     args = dict(algo=algo, env=env, seeds=seeds, total_steps=total_steps, out=out, device=device, compile=compile,
                 seed=seed, resume=resume, checkpoint_every=checkpoint_every, chunk_size=chunk_size, progress=progress,
-                plot=plot, hparams=hparams, init=init, init_seed=init_seed, env_params=env_params)
+                plot=plot, hparams=hparams, init=init, init_seed=init_seed, env_params=env_params, threads=threads)
     # with resume, an argument given a value other than its default must agree with the stored run
     given = {k: args[k] for k in _RESUMED_ARGS if not _is_default(args[k], _RUN_DEFAULTS[k])}
     return _start(args, overrides, given)
@@ -565,15 +571,19 @@ def _start(args: dict, overrides: dict, given: dict, names: dict | None = None) 
 
     ``names``: how errors name arguments (the command line passes its flags).
     """
+    threads = check_threads(args.get("threads"), (names or {}).get("threads", "threads"))
     w = distributed.world()
     ctx = distributed.init(w) if w.distributed else None
     try:
         a = args
-        return _run(
-            ctx, a["algo"], a["env"], a["seeds"], a["total_steps"], a["out"], a["device"], a["compile"], a["seed"],
-            a["resume"], a["checkpoint_every"], a["chunk_size"], a["progress"], a["plot"], a["hparams"], a["init"],
-            a["init_seed"], a["env_params"], overrides, given, names,
-        )
+        with using_threads(threads):
+            result = _run(
+                ctx, a["algo"], a["env"], a["seeds"], a["total_steps"], a["out"], a["device"], a["compile"], a["seed"],
+                a["resume"], a["checkpoint_every"], a["chunk_size"], a["progress"], a["plot"], a["hparams"], a["init"],
+                a["init_seed"], a["env_params"], overrides, given, names,
+            )
+        result["threads"] = threads
+        return result
     finally:
         distributed.cleanup(ctx)
 
@@ -900,6 +910,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
                 "sps": steps_run / max(wall, 1e-9),
                 "resumed_from_update": start_update if resume else None,
                 "processes": w.world_size,
+                "threads": torch.get_num_threads(),  # per process
             }
         )
         # written only here, after every rank finished: a summary always describes a whole run
