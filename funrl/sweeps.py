@@ -143,7 +143,8 @@ def check_sweep(module, config, grid: dict, overrides: dict | None = None, hpara
                 f"Fields like hidden_sizes or num_envs change array shapes, so their settings cannot be vmapped "
                 f"together: run them as separate runs")
         if k in (overrides or {}):
-            raise ValueError(f"{name} {k}: also given to --set ({k}={overrides[k]!r}); give a swept field only to {name}")
+            where = "--set" if name.startswith("--") else "a Config keyword argument"
+            raise ValueError(f"{name} {k}: also given as {where} ({k}={overrides[k]!r}); give a swept field only to {name}")
         default = getattr(config, k)
         typed = []
         for v in values:
