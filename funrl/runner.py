@@ -508,7 +508,7 @@ def run(
       seed: base seed; seed i uses ``fold_in(key(seed), i)``.
       resume: a results folder to continue from its newest good checkpoint.  Its
         config.json fixes algo, env, seeds, seed, total_steps, the config (``**overrides``),
-        hparams, init, init_seed, env_params, device, compile, checkpoint_every and
+        hparams, sweep, init, init_seed, env_params, device, compile, checkpoint_every and
         chunk_size: an argument given with a value other than its default that differs
         from the stored one is a ``ValueError`` naming it.  A finished run (its newest
         checkpoint at the last update and summary.json written) is left unchanged: the
@@ -652,7 +652,8 @@ def resume_conflicts(saved: dict, given: dict, overrides: dict | None = None) ->
     Args:
       saved: the run's config.json.
       given: ``run()`` argument names (see ``_RESUMED_ARGS``) -> the values given.
-        A dict argument (``hparams``, ``env_params``) is compared key by key.
+        A dict argument (``hparams``, ``env_params``) is compared key by key; ``sweep``
+        as a whole grid, and for a sweep run ``seeds`` is per setting.
       overrides: Config fields -> values (strings are parsed as on the command line).
 
     Returns:
