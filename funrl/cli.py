@@ -1,6 +1,7 @@
 """The ``funrl`` command line (also ``python -m funrl``).
 
     funrl train [ALGO] [--env ENV_ID | --task TASK] [--lora RANK] [--seeds S] [--total-steps N] [--set field=value ...]
+                [--sweep field=v1,v2,... ...]
                 [--env-set name=value ...] [--init DIR [--init-seed I]] [--freeze REGEX]
                 [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR]
     funrl eval DIR [--episodes K]
@@ -38,7 +39,7 @@ def _config_help(algo: str) -> str:
         lines.append(f"  {f'{f.name} = {f.default}':{width}}  {f.comment}".rstrip())
     batchable = hyperparams(path)
     if batchable:
-        lines.append(f"per-seed sweepable (Python API hparams=...): {', '.join(batchable)}")
+        lines.append(f"sweepable with --sweep field=v1,v2,... (batchable per seed): {', '.join(batchable)}")
     return "\n".join(lines)
 
 
@@ -68,6 +69,11 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
     tr.add_argument("--seeds", type=int, default=None, help="number of seeds trained together (default 8)")
     tr.add_argument("--total-steps", type=int, default=None, help="env steps per seed (default: config total_timesteps)")
     tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
+    tr.add_argument(
+        "--sweep", action="append", default=[], metavar="FIELD=V1,V2,...",
+        help="train every value of a batchable hyper-parameter in one vmapped run (several --sweep: every "
+             "combination); --seeds is then per setting, seeds 0..S-1 are the first setting, S..2S-1 the next",
+    )
     tr.add_argument(
         "--env-set", action="append", default=[], metavar="NAME=VALUE",
         help="override an env param or constructor argument (e.g. length=1.0 for CartPole; see funrl.envs.make)",
@@ -232,6 +238,7 @@ def _cmd_envs() -> int:
 def _train_flag_names(given: dict, overrides: dict, lora: bool) -> dict:
     """How a resume conflict names each of ``funrl.run``'s arguments: the flag that sets it."""
     names = {"algo": "ALGO", "env": "--env", "seeds": "--seeds", "total_steps": "--total-steps", "seed": "--seed",
+             "sweep": "--sweep",
              "device": "--device", "compile": "--no-compile", "checkpoint_every": "--checkpoint-every",
              "init": "--init", "init_seed": "--init-seed", "threads": "--threads"}
     for k in given.get("env_params") or {}:
@@ -253,11 +260,14 @@ def _cmd_train(args) -> int:
     if args.lora is not None:
         overrides["lora_rank"] = args.lora
     env_params = _parse_env_sets(args.env_set)
+    from funrl.sweeps import parse_sweep_args
+
+    sweep = parse_sweep_args(args.sweep) or None
     # only what the user gave: a resumed run checks these against its config.json
     given = {"algo": args.algo, "env": args.env, "seeds": args.seeds, "total_steps": args.total_steps,
              "seed": args.seed, "device": args.device, "compile": False if args.no_compile else None,
              "checkpoint_every": args.checkpoint_every, "init": args.init, "init_seed": args.init_seed,
-             "env_params": env_params or None}
+             "env_params": env_params or None, "sweep": sweep}
     given = {k: v for k, v in given.items() if v is not None}
     if args.resume is None:
         from funrl.algorithms import get
@@ -265,9 +275,13 @@ def _cmd_train(args) -> int:
         algo = args.algo or "ppo"
         get(algo)  # fail fast on a bad name
         # validate fields and types before anything runs
-        from funrl.runner import resolve_config
+        from funrl.runner import parse_value, resolve_config
+        from funrl.sweeps import check_single_values, check_sweep
 
-        resolve_config(algo, args.env, args.total_steps, overrides)
+        check_single_values(get(algo), overrides)  # before resolve_config reads "1e-4,3e-4" as a bad float
+        module, _, config = resolve_config(algo, args.env, args.total_steps, overrides)
+        if sweep:
+            check_sweep(module, config, sweep, overrides, parse=parse_value, name="--sweep")
         if args.env is not None or env_params:
             from funrl.algorithms import DEFAULT_ENVS
 
@@ -285,18 +299,31 @@ def _cmd_train(args) -> int:
     if world().rank != 0:
         return 0  # under torchrun rank 0 reports for the whole job
     s = result["summary"]
+    settings = s.get("settings") or []
     if result.get("finished"):
         print(f"{result['out']}: the run is already finished (its last checkpoint is the last update and "
               f"summary.json is written); nothing to resume, nothing changed")
+    grid = f" ({len(settings)} settings x {len(settings[0]['seeds'])} seeds)" if settings else ""
     print(
-        f"{s['algo']} on {s['env']}: {s['seeds']} seeds x {s['env_steps_per_seed']:,} steps in {s['wall_time_s']:.1f} s "
+        f"{s['algo']} on {s['env']}: {s['seeds']} seeds{grid} x {s['env_steps_per_seed']:,} steps in {s['wall_time_s']:.1f} s "
         f"({s['sps']:,.0f} env steps/s summed over seeds; {s.get('threads', 1)} torch thread"
         f"{'s' if s.get('threads', 1) != 1 else ''} per process)\n"
         f"final return: IQM {s['iqm']:.1f} (95% CI {s['ci_low']:.1f} .. {s['ci_high']:.1f}), "
-        f"mean {s['mean']:.1f}, min {s['min']:.1f}, max {s['max']:.1f}\n"
-        f"results: {result['out']}"
+        f"mean {s['mean']:.1f}, min {s['min']:.1f}, max {s['max']:.1f}" + (" (all settings)" if settings else "")
     )
+    for g in settings:
+        print(_setting_line(g))
+    print(f"results: {result['out']}")
     return 0
+
+
+def _setting_line(g: dict) -> str:
+    """One line of a sweep's summary: the setting, its seeds and its IQM with CI."""
+    from funrl.sweeps import setting_label
+
+    seeds = g["seeds"]
+    return (f"  {setting_label(g['values'])} (seeds {seeds[0]}..{seeds[-1]}): IQM {g['iqm']:.1f} "
+            f"(95% CI {g['ci_low']:.1f} .. {g['ci_high']:.1f}), mean {g['mean']:.1f}")
 
 
 def _cmd_eval(args) -> int:

@@ -67,7 +67,7 @@ import torch
 import funrl
 from funrl import checkpoint as ckpt
 from funrl import random as jr
-from funrl import distributed, stats, transfer, tree
+from funrl import distributed, stats, sweeps, transfer, tree
 from funrl.algorithms import DEFAULT_ENVS, get
 from funrl.algorithms.common import Runner, check_hparams
 from funrl.threads import check_threads, using_threads
@@ -493,6 +493,7 @@ def run(
     init: str | None = None,
     init_seed: int | None = None,
     env_params: dict | None = None,
+    sweep: dict | None = None,
     threads: int | None = None,
     **overrides,
 ) -> dict:
@@ -509,7 +510,7 @@ def run(
       seed: base seed; seed i uses ``fold_in(key(seed), i)``.
       resume: a results folder to continue from its newest good checkpoint.  Its
         config.json fixes algo, env, seeds, seed, total_steps, the config (``**overrides``),
-        hparams, init, init_seed, env_params, device, compile, checkpoint_every and
+        hparams, sweep, init, init_seed, env_params, device, compile, checkpoint_every and
         chunk_size: an argument given with a value other than its default that differs
         from the stored one is a ``ValueError`` naming it.  A finished run (its newest
         checkpoint at the last update and summary.json written) is left unchanged: the
@@ -526,6 +527,11 @@ def run(
         ``init_seed``; None (default): seed for seed (the seed counts must match).
       env_params: overrides for :func:`funrl.envs.make` (e.g. ``{"length": 1.0,
         "masspole": 0.2}`` for a longer, heavier CartPole pole).
+      sweep: a grid of batchable hyper-parameters, name -> list of values (e.g.
+        ``{"learning_rate": [1e-4, 3e-4]}``; several names: their Cartesian product).
+        ``seeds`` is then per setting: the run trains ``settings x seeds`` seeds, setting-major
+        (seeds ``k*seeds .. k*seeds+seeds-1`` are setting k), and summary.json adds
+        ``"settings"`` (see :mod:`funrl.sweeps`).
       threads: torch CPU threads while the run trains (restored afterwards); None:
         1, or ``OMP_NUM_THREADS`` when set -- one thread per process degrades in
         proportion on a busy machine where more collapse (see :mod:`funrl.threads`).
@@ -556,7 +562,8 @@ def run(
     """
     args = dict(algo=algo, env=env, seeds=seeds, total_steps=total_steps, out=out, device=device, compile=compile,
                 seed=seed, resume=resume, checkpoint_every=checkpoint_every, chunk_size=chunk_size, progress=progress,
-                plot=plot, hparams=hparams, init=init, init_seed=init_seed, env_params=env_params, threads=threads)
+                plot=plot, hparams=hparams, init=init, init_seed=init_seed, env_params=env_params, threads=threads,
+                sweep=sweep)
     # with resume, an argument given a value other than its default must agree with the stored run
     given = {k: args[k] for k in _RESUMED_ARGS if not _is_default(args[k], _RUN_DEFAULTS[k])}
     return _start(args, overrides, given)
@@ -580,7 +587,7 @@ def _start(args: dict, overrides: dict, given: dict, names: dict | None = None) 
             result = _run(
                 ctx, a["algo"], a["env"], a["seeds"], a["total_steps"], a["out"], a["device"], a["compile"], a["seed"],
                 a["resume"], a["checkpoint_every"], a["chunk_size"], a["progress"], a["plot"], a["hparams"], a["init"],
-                a["init_seed"], a["env_params"], overrides, given, names,
+                a["init_seed"], a["env_params"], overrides, given, names, a.get("sweep"),
             )
         result["threads"] = threads
         return result
@@ -642,7 +649,7 @@ def read_config_json(path: str, required: tuple[str, ...] = CONFIG_JSON_KEYS) ->
 
 #: run()'s arguments that a resumed run takes from config.json (given ones must agree with it)
 _RESUMED_ARGS = ("algo", "env", "seeds", "total_steps", "device", "compile", "seed", "checkpoint_every",
-                 "chunk_size", "hparams", "init", "init_seed", "env_params")
+                 "chunk_size", "hparams", "init", "init_seed", "env_params", "sweep")
 
 
 def _norm(x):
@@ -656,7 +663,8 @@ def resume_conflicts(saved: dict, given: dict, overrides: dict | None = None) ->
     Args:
       saved: the run's config.json.
       given: ``run()`` argument names (see ``_RESUMED_ARGS``) -> the values given.
-        A dict argument (``hparams``, ``env_params``) is compared key by key.
+        A dict argument (``hparams``, ``env_params``) is compared key by key; ``sweep``
+        as a whole grid, and for a sweep run ``seeds`` is per setting.
       overrides: Config fields -> values (strings are parsed as on the command line).
 
     Returns:
@@ -665,7 +673,9 @@ def resume_conflicts(saved: dict, given: dict, overrides: dict | None = None) ->
     """
     cfg = saved.get("config") or {}
     init = saved.get("init") or {}
-    stored = {"algo": saved.get("algo"), "env": saved.get("env"), "seeds": saved.get("seeds"), "seed": saved.get("seed"),
+    # a sweep's seeds are per setting (config.json's "seeds" counts them all)
+    seeds = (saved.get("sweep") or {}).get("seeds_per_setting", saved.get("seeds"))
+    stored = {"algo": saved.get("algo"), "env": saved.get("env"), "seeds": seeds, "seed": saved.get("seed"),
               "total_steps": cfg.get("total_timesteps"), "init": init.get("dir"), "init_seed": init.get("seed")}
     # keys older config.json files lack: nothing stored, nothing to conflict with
     for k in ("device", "compile", "checkpoint_every", "chunk_size"):
@@ -680,6 +690,10 @@ def resume_conflicts(saved: dict, given: dict, overrides: dict | None = None) ->
                 vn = torch.as_tensor(v).tolist() if name == "hparams" else v
                 if k not in have or _norm(vn) != _norm(have[k]):
                     out.append((f"{name}[{k!r}]", have.get(k), v))
+            continue
+        if name == "sweep":
+            if not sweeps.same_grid(saved.get("sweep"), value):
+                out.append(("sweep", (saved.get("sweep") or {}).get("grid"), value))
             continue
         if name not in stored:
             continue
@@ -737,6 +751,7 @@ def _resumed_settings(saved: dict, checkpoint_every: int, chunk_size: int, compi
         "compile": saved.get("compile", compile), "device": saved.get("device", device),
         "checkpoint_every": saved.get("checkpoint_every", checkpoint_every),
         "chunk_size": saved.get("chunk_size", chunk_size),
+        "sweep": saved.get("sweep"),
     }
 
 
@@ -754,7 +769,7 @@ def _clean_temp_files(out: str) -> None:
 
 def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
          checkpoint_every, chunk_size, progress, plot, hparams, init, init_seed, env_params, overrides,
-         given=None, names=None) -> dict:
+         given=None, names=None, sweep=None) -> dict:
     # ctx is None for a single process; under torchrun this rank trains only its
     # block of seeds and rank 0 alone writes files (see funrl.distributed).
     w = ctx.world if ctx is not None else distributed.World()
@@ -766,7 +781,11 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         algo, env, seeds, seed, overrides, total_steps = r["algo"], r["env"], r["seeds"], r["seed"], r["overrides"], None
         hparams, init, init_seed, env_params = r["hparams"], None, None, r["env_params"]
         compile, device, checkpoint_every, chunk_size = r["compile"], r["device"], r["checkpoint_every"], r["chunk_size"]
-        out = resume
+        out, sweep = resume, r["sweep"]
+    elif sweep is not None:
+        # from here on, seeds counts every setting's seeds and hparams holds each seed's setting
+        sweep_module, _, sweep_config = resolve_config(algo, env, total_steps, overrides)
+        seeds, hparams, sweep = sweeps.plan(sweep_module, sweep_config, sweep, seeds, overrides, hparams, parse=parse_value)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -839,6 +858,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             "config": dataclasses.asdict(config),
             "hparams": {k: torch.as_tensor(v).tolist() for k, v in (hparams or {}).items()},
             "env_params": dict(env_params or {}),
+            "sweep": sweep,
             "init": init_info,
             "device": device,
             "compile": compile,
@@ -852,7 +872,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         }
         ckpt.write_json_atomic(os.path.join(out, "config.json"), config_record)
 
-    label = f"{algo}/{env_id}"
+    label = f"{algo}/{env_id}" + (f" sweep of {sweeps.describe(sweep)}" if sweep else "")
     bar = _Progress(label, U, runner.steps_per_update, seeds, progress and w.main, start_update=start_update,
                     compile=compile)
     fail_at = distributed.fail_after_update(w)
@@ -913,6 +933,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
                 "threads": torch.get_num_threads(),  # per process
             }
         )
+        if sweep:
+            summary["settings"] = sweeps.summarize_settings(finals, sweep)
         # written only here, after every rank finished: a summary always describes a whole run
         ckpt.write_json_atomic(os.path.join(out, "summary.json"), summary)
         if plot:
