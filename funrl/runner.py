@@ -808,6 +808,12 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     compile = compile and getattr(module, "COMPILE", True)
     make_env = getattr(module, "make_env", funrl.envs.make)  # LM algorithms take a task from funrl.lm.tasks
     env_obj, env_params_t = make_env(env_id, **dict(env_params or {}))
+    if compile and not getattr(env_obj, "COMPILE", True):
+        # "gymnasium:ID" envs step on the host (funrl/envs/gymnasium_env.py): nothing to trace
+        compile = False
+        if progress and w.main:
+            print(f"[{algo}/{env_id}] note: {env_id} steps gymnasium on the host; training runs eagerly "
+                  "(compile off)", file=sys.stderr, flush=True)
     env_params_t = tree.map(lambda x: x.to(dev) if isinstance(x, torch.Tensor) else x, env_params_t)
     runner = Runner(module.make_algorithm, config, env_obj, env_params_t, compile=compile)
     U = runner.num_updates

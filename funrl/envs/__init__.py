@@ -49,7 +49,8 @@ _LAZY = {
     "from_gymnasium": ("funrl.envs.gymnasium", "from_gymnasium"),
 }
 _LAZY_MODULES = {
-    "spaces", "core", "wrappers", "tabular", "gymnasium", "rendering", "cartpole", "pendulum", "mountain_car", "acrobot", "probes",
+    "spaces", "core", "wrappers", "tabular", "gymnasium", "gymnasium_env", "rendering", "cartpole", "pendulum",
+    "mountain_car", "acrobot", "probes",
 }
 
 

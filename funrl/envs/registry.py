@@ -162,6 +162,10 @@ def make(env_id: str, dtype=None, **overrides: Any):
         params: every other leaf is repeated N times, ready for
         :func:`funrl.envs.vmap_step` with ``batched_params=True``.
 
+    ``env_id = "gymnasium:<ID>"`` makes any installed gymnasium env a funrl
+    env stepped on the host (:mod:`funrl.envs.gymnasium_env`; not vmapped or
+    compiled end to end); its ``overrides`` go to ``gymnasium.make``.
+
     Returns:
       ``(env, params)``.
 
@@ -174,6 +178,10 @@ def make(env_id: str, dtype=None, **overrides: Any):
     # torch is imported here, not at the top: `funrl envs` lists the registry without it
     import torch
 
+    if isinstance(env_id, str) and env_id.startswith("gymnasium:"):
+        from funrl.envs.gymnasium_env import make_gymnasium
+
+        return make_gymnasium(env_id, torch.float32 if dtype is None else dtype, **overrides)
     s = spec(env_id)
     dtype = torch.float32 if dtype is None else dtype
     if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
