@@ -252,3 +252,28 @@ def test_resume_finishes_the_run_reproducibly(full, tmp_path):
     assert len(resumed_rows) == len(full_rows) == 1 + 6 * 2 and resumed_rows[:9] == full_rows[:9]
     state = ra["state"].actor.env_state.env_state
     assert isinstance(state, GymnasiumState) and torch.equal(state.steps, torch.full((2, 1), 60))
+
+
+def test_the_lunarlander_benchmark_script_runs_both_sides(tmp_path):
+    """benchmarks/lunarlander.py at a smoke size, on CartPole (CI has no box2d): both rows and the machine."""
+    import importlib.util
+    from pathlib import Path
+
+    from funrl.algorithms import dqn
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "lunarlander.py"
+    spec = importlib.util.spec_from_file_location("_bench_lunarlander", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.trailing_mean(np.array([5.0, 0.0, 1.0, 3.0]), np.array([1, 0, 2, 1]), 3) == pytest.approx(5 / 3)
+    out = tmp_path / "ll.json"
+    assert bench.main(["--env", "CartPole-v1", "--steps", "60", "--learning-starts", "20", "--last-episodes", "2",
+                       "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"] == {**json.loads(json.dumps(dataclasses.asdict(dqn.Config()))), "total_timesteps": 60,
+                                "learning_starts": 20}
+    for side in ("funrl", "cleanrl_style"):
+        row = result[side]
+        # random-policy CartPole episodes last ~20 steps: both sides finished some, returns in [1, 60]
+        assert sum(row["episodes"]) >= 2 and 1.0 <= row["return"] <= 60.0 and row["wall_s"] > 0
+    assert result["machine"]["cpus"] == os.cpu_count() and result["steps_per_seed"] == 60
