@@ -35,6 +35,7 @@ def test_seed_from_key_joins_the_two_words():
     assert seed_from_key(jr.key(5)) == 5
     assert seed_from_key(jr.key(2**33 + 7)) == 2**33 + 7  # words [2, 7]
     assert seed_from_key(torch.tensor([0xFFFFFFFF, 1])) == (0xFFFFFFFF << 32) | 1
+    assert seed_from_key(torch.tensor([-1, -2])) == (0xFFFFFFFF << 32) | 0xFFFFFFFE  # words modulo 2**32
     with pytest.raises(ValueError, match="key"):
         seed_from_key(torch.zeros(3, dtype=torch.int64))
 

@@ -70,11 +70,10 @@ def seed_from_key(key: Tensor) -> int:
       key: a funrl key, int64 ``(2,)`` (concrete: not under vmap or compile).
 
     Returns:
-      ``(key[0] << 32) | key[1]``, an int in ``[0, 2**64)``.
+      ``(key[0] << 32) | key[1]`` (each word taken modulo ``2**32``), an int in ``[0, 2**64)``.
     """
     key = jr._check_key(key, "key")
-    hi, lo = (int(w) for w in key.tolist())
-    return (hi << 32) | lo
+    return _seeds(key)[0]
 
 
 @tree.pytree_dataclass
@@ -191,7 +190,8 @@ def _registry(token: int) -> _Copies:
 
 def _seeds(keys: Tensor) -> list[int]:
     k = keys.detach().to("cpu").reshape(-1, 2).tolist()
-    return [(hi << 32) | lo for hi, lo in k]
+    # funrl's words are unsigned 32-bit; masking keeps a hand-made negative word a valid (>= 0) seed
+    return [((hi & 0xFFFFFFFF) << 32) | (lo & 0xFFFFFFFF) for hi, lo in k]
 
 
 def _stack(arrays: list[np.ndarray], batch: tuple, like_shape: tuple, dtype: torch.dtype, device) -> Tensor:
