@@ -62,7 +62,8 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
     )
     tr.add_argument("algo", nargs="?", default=None, help=f"one of: {', '.join(list_algorithms())} (default ppo)")
     tr.add_argument("--env", "--task", dest="env", default=None,
-                    help="env id, or task for the LM algorithms (default: the algorithm's; see `funrl envs`)")
+                    help="env id (gymnasium:<ID> for any installed gymnasium env), or task for the LM algorithms "
+                         "(default: the algorithm's; see `funrl envs`)")
     tr.add_argument("--lora", type=int, default=None, metavar="RANK",
                     help="LM algorithms: RL trains LoRA adapters of this rank only (sets lora_rank)")
     # flags a resumed run takes from its config.json default to None: only what is given is checked against it
@@ -232,6 +233,7 @@ def _cmd_envs() -> int:
             env, params = funrl.envs.make(env_id)
             obs, act = repr(env.observation_space(params)), repr(env.action_space(params))
         print(f"{env_id:28} obs {obs:44} action {act}")
+    print(f"{'gymnasium:<ID>':28} any installed gymnasium env, e.g. gymnasium:LunarLander-v3 (stepped on the host, eager)")
     return 0
 
 

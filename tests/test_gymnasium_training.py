@@ -192,6 +192,11 @@ def test_the_ops_fake_implementations_match_the_real_outputs():
     assert env.num_copies == 3  # the fake calls made no copies
 
 
+def test_funrl_envs_mentions_the_gymnasium_prefix(capsys):
+    assert cli_main(["envs"]) == 0
+    assert "gymnasium:<ID>" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- training through the runner
 def test_funrl_train_dqn_on_a_gymnasium_env_writes_the_results_folder(tmp_path, capsys):
     out = tmp_path / "run"
