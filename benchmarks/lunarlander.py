@@ -13,9 +13,11 @@ same defaults (its published LunarLander DQN agents list them; about 200+ at
 500k steps).
 
 * funrl: ``funrl.run("dqn", env="gymnasium:LunarLander-v3", seeds=S, ...)``:
-  the seeds train together (vmapped pieces, eager: the env steps on the host,
-  so this path does not compile), with funrl's results folder (kept only with
-  ``--runs-dir``).
+  the seeds train together (vmapped pieces, eager: the env steps on the host
+  and ``funrl train`` switches compile off for it), with funrl's results
+  folder (kept only with ``--runs-dir``).  ``--compile`` is an experiment:
+  the pieces around the host-stepped env compile (``funrl.jit``), the env
+  step itself stays an opaque host call; the JSON records the mode.
 * the baseline: DQN written below in CleanRL's single-file style (``nn.Module``,
   ``torch.optim.Adam``, a numpy replay buffer, one ``gymnasium.make`` env,
   Python's ``random`` for epsilon-greedy), one seed after another.
@@ -86,8 +88,14 @@ def trailing_mean(returns: np.ndarray, episodes: np.ndarray, last: int) -> float
     return weighted / total if total else float("nan")
 
 
-def run_funrl(env_id: str, config, seeds: int, seed: int, last: int, runs_dir: str | None) -> dict:
+def run_funrl(env_id: str, config, seeds: int, seed: int, last: int, runs_dir: str | None, compile: bool = False) -> dict:
     import funrl
+    from funrl.envs.gymnasium_env import GymnasiumEnv
+
+    # the runner runs gymnasium envs eagerly (GymnasiumEnv.COMPILE); --compile lifts that for this
+    # process only, so that funrl.jit compiles the pieces around the host-stepped env op (its fake
+    # implementation lets Inductor trace past it) -- an experiment, not what `funrl train` does
+    GymnasiumEnv.COMPILE = compile
 
     out = os.path.join(runs_dir or tempfile.mkdtemp(prefix="funrl-lunarlander-"), f"dqn-{env_id}")
     from funrl.algorithms import dqn
@@ -97,13 +105,13 @@ def run_funrl(env_id: str, config, seeds: int, seed: int, last: int, runs_dir: s
               if f.name != "total_timesteps" and getattr(config, f.name) != getattr(default, f.name)}
     t0 = time.perf_counter()
     result = funrl.run("dqn", env=f"gymnasium:{env_id}", seeds=seeds, seed=seed, total_steps=config.total_timesteps,
-                       out=out, progress=True, plot=False, checkpoint_every=10**9, **fields)
+                       out=out, progress=True, plot=False, checkpoint_every=10**9, compile=compile, **fields)
     wall = time.perf_counter() - t0
     m = result["metrics"]
     per_seed = [trailing_mean(m["episode_return"][:, s].double().numpy(), m["episodes"][:, s].double().numpy(), last)
                 for s in range(seeds)]
     return {"per_seed_return": per_seed, "return": float(np.mean(per_seed)), "wall_s": wall,
-            "episodes": [int(m["episodes"][:, s].sum()) for s in range(seeds)],
+            "episodes": [int(m["episodes"][:, s].sum()) for s in range(seeds)], "compile": compile,
             "results_folder": out if runs_dir else None}
 
 
@@ -196,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--last-episodes", type=int, default=100, help="episodes the return averages (default 100)")
     parser.add_argument("--learning-starts", type=int, default=None,
                         help="env steps before learning, both sides (default CleanRL's 10000; lower for smoke runs)")
+    parser.add_argument("--compile", action="store_true",
+                        help="experiment: compile funrl's pieces around the host-stepped env (funrl train runs eagerly)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--runs-dir", default=None, help="keep funrl's results folder here (default: a temp dir)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/lunarlander.json)")
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"DQN on {args.env}: {args.steps:,} steps x {args.seeds} seed(s), torch {torch.__version__}, "
           f"{args.threads} thread(s), load average {load[0]:.2f}", flush=True)
 
-    funrl_row = run_funrl(args.env, config, args.seeds, args.seed, args.last_episodes, args.runs_dir)
+    funrl_row = run_funrl(args.env, config, args.seeds, args.seed, args.last_episodes, args.runs_dir, args.compile)
     base_runs = [run_cleanrl(args.env, config, args.seed + i) for i in range(args.seeds)]
     base_per_seed = [float(np.mean(r["returns"][-args.last_episodes:])) if r["returns"] else float("nan")
                      for r in base_runs]
@@ -232,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         "cleanrl_style": baseline,
         "wall_ratio_funrl_over_cleanrl": funrl_row["wall_s"] / baseline["wall_s"],
     }
-    print(f"\n{'':14} {'return':>10} {'wall s':>10} {'episodes':>10}")
-    for name, row in (("funrl", funrl_row), ("cleanrl-style", baseline)):
-        print(f"{name:14} {row['return']:10.1f} {row['wall_s']:10.1f} {sum(row['episodes']):10d}")
+    print(f"\n{'':16} {'return':>10} {'wall s':>10} {'episodes':>10}")
+    for name, row in ((f"funrl ({'compiled' if args.compile else 'eager'})", funrl_row), ("cleanrl-style", baseline)):
+        print(f"{name:16} {row['return']:10.1f} {row['wall_s']:10.1f} {sum(row['episodes']):10d}")
     print(f"funrl wall / cleanrl-style wall: {result['wall_ratio_funrl_over_cleanrl']:.2f}")
     out = Path(args.out) if args.out else RESULTS / "lunarlander.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -298,3 +298,4 @@ def test_the_lunarlander_benchmark_script_runs_both_sides(tmp_path):
         # random-policy CartPole episodes last ~20 steps: both sides finished some, returns in [1, 60]
         assert sum(row["episodes"]) >= 2 and 1.0 <= row["return"] <= 60.0 and row["wall_s"] > 0
     assert result["machine"]["cpus"] == os.cpu_count() and result["steps_per_seed"] == 60
+    assert result["funrl"]["compile"] is False and GymnasiumEnv.COMPILE is False
