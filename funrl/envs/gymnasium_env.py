@@ -13,9 +13,11 @@ Its dynamics are gymnasium's own env, stepped on the host:
   and ``funrl.gymnasium_step``) with a ``vmap`` rule that flattens every batch
   axis into one list of copies: under ``vmap(vmap(env.step))`` (seeds x envs),
   one call steps all the copies one after another on the host.  So the
-  algorithms' ``vmap`` code runs as is; it is NOT one vectorised graph and it
-  does not compile (:data:`GymnasiumEnv.COMPILE` is False, and ``funrl train``
-  switches compile off for these envs).
+  algorithms' ``vmap`` code runs as is, but it is NOT one vectorised or
+  compiled graph: the env step is an opaque host call, and ``funrl train``
+  runs these envs eagerly (:attr:`GymnasiumEnv.COMPILE` is False).  The ops
+  have fake implementations, so ``funrl.jit`` can trace the code around them
+  (``benchmarks/lunarlander.py --compile`` measures that experiment).
 * Randomness: every reset of a copy -- the first and each auto-reset -- is
   ``gymnasium_env.reset(seed=seed_from_key(k))`` with ``k`` the funrl key of
   the reset (``reset_key(key)`` of the step for auto-resets, as funrl's own
@@ -27,9 +29,10 @@ Its dynamics are gymnasium's own env, stepped on the host:
   gymnasium's own ``TimeLimit`` (its ``truncated``); ``max_episode_steps`` in
   the params only reports it.  gymnasium's ``info`` dicts are dropped.
 
-A state can be stepped once.  Stepping a state whose copy has moved on (a
-state stepped twice, one restored from a checkpoint, or one from another
-:class:`GymnasiumEnv` object) cannot continue that episode: the step ends it
+A state can be stepped once.  Stepping a state whose copy has moved on or
+does not exist (a state stepped twice, one restored from a checkpoint into a
+new :class:`GymnasiumEnv`; detected by the copy's step count differing from
+the state's ``steps``) cannot continue that episode: the step ends it
 as *truncated* (reward 0, ``final_obs`` = the state's observation, the action
 ignored) and starts a new episode on the copy, seeded from ``reset_key(key)``.
 That is what a resumed ``funrl train`` run does on its first step: gymnasium
