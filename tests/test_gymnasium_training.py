@@ -217,15 +217,15 @@ def test_funrl_train_dqn_on_a_gymnasium_env_writes_the_results_folder(tmp_path, 
 
 @pytest.mark.parametrize("algo,env_id,kwargs", [
     ("ppo", "gymnasium:CartPole-v1", dict(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))),
-    ("sac", "gymnasium:Pendulum-v1", dict(learning_starts=10, batch_size=8, buffer_size=32, hidden_sizes=(8,))),
-    ("td3", "gymnasium:Pendulum-v1", dict(learning_starts=10, batch_size=8, buffer_size=32, hidden_sizes=(8,))),
-    ("ddpg", "gymnasium:Pendulum-v1", dict(learning_starts=10, batch_size=8, buffer_size=32, hidden_sizes=(8,))),
+    ("sac", "gymnasium:Pendulum-v1", dict(learning_starts=8, batch_size=4, buffer_size=16, hidden_sizes=(8,))),
+    ("td3", "gymnasium:Pendulum-v1", dict(learning_starts=8, batch_size=4, buffer_size=16, hidden_sizes=(8,))),
+    ("ddpg", "gymnasium:Pendulum-v1", dict(learning_starts=8, batch_size=4, buffer_size=16, hidden_sizes=(8,))),
 ])
 def test_the_other_algorithms_train_on_gymnasium_envs(algo, env_id, kwargs, tmp_path):
     """Discrete (PPO) and Box actions (SAC, TD3, DDPG) through the runner, with funrl's compile default."""
-    result = funrl.run(algo, env=env_id, seeds=2, total_steps=32, out=str(tmp_path / algo), progress=False,
+    result = funrl.run(algo, env=env_id, seeds=2, total_steps=16, out=str(tmp_path / algo), progress=False,
                        plot=False, **kwargs)
-    assert result["summary"]["env_steps_per_seed"] == 32 and json.loads((tmp_path / algo / "config.json").read_text())["compile"] is False
+    assert result["summary"]["env_steps_per_seed"] == 16 and json.loads((tmp_path / algo / "config.json").read_text())["compile"] is False
     for name, values in result["metrics"].items():
         assert values.shape[1] == 2 and torch.isfinite(values).all(), name
 
