@@ -809,7 +809,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     make_env = getattr(module, "make_env", funrl.envs.make)  # LM algorithms take a task from funrl.lm.tasks
     env_obj, env_params_t = make_env(env_id, **dict(env_params or {}))
     if compile and not getattr(env_obj, "COMPILE", True):
-        # "gymnasium:ID" envs step on the host (funrl/envs/gymnasium_env.py): nothing to trace
+        # "gymnasium:ID" envs step on the host (funrl/envs/gymnasium_env.py): such runs stay eager
         compile = False
         if progress and w.main:
             print(f"[{algo}/{env_id}] note: {env_id} steps gymnasium on the host; training runs eagerly "
