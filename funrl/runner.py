@@ -70,6 +70,7 @@ from funrl import random as jr
 from funrl import distributed, stats, transfer, tree
 from funrl.algorithms import DEFAULT_ENVS, get
 from funrl.algorithms.common import Runner, check_hparams
+from funrl.tensorboard_logger import TensorBoardLogger, require_tensorboard
 
 __all__ = ["run", "check_finite", "check_resume_args", "resume_conflicts", "Diverged", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
 
@@ -492,6 +493,7 @@ def run(
     init: str | None = None,
     init_seed: int | None = None,
     env_params: dict | None = None,
+    tensorboard: bool = False,
     **overrides,
 ) -> dict:
     """Train ``seeds`` seeds of ``algo`` on ``env`` and write a results folder.
@@ -524,6 +526,8 @@ def run(
         ``init_seed``; None (default): seed for seed (the seed counts must match).
       env_params: overrides for :func:`funrl.envs.make` (e.g. ``{"length": 1.0,
         "masspole": 0.2}`` for a longer, heavier CartPole pole).
+      tensorboard: also write the metrics as TensorBoard scalars in ``<out>/tensorboard/``
+        (needs ``pip install 'funrl[tensorboard]'``; see :mod:`funrl.tensorboard_logger`).
       **overrides: Config fields, e.g. ``freeze=r"^actor\\.linear_0\\."`` (a regex over
         param paths kept fixed in training; see ``funrl.algorithms.common.param_paths``).
 
@@ -550,7 +554,8 @@ def run(
     """
     args = dict(algo=algo, env=env, seeds=seeds, total_steps=total_steps, out=out, device=device, compile=compile,
                 seed=seed, resume=resume, checkpoint_every=checkpoint_every, chunk_size=chunk_size, progress=progress,
-                plot=plot, hparams=hparams, init=init, init_seed=init_seed, env_params=env_params)
+                plot=plot, hparams=hparams, init=init, init_seed=init_seed, env_params=env_params,
+                tensorboard=tensorboard)
     # with resume, an argument given a value other than its default must agree with the stored run
     given = {k: args[k] for k in _RESUMED_ARGS if not _is_default(args[k], _RUN_DEFAULTS[k])}
     return _start(args, overrides, given)
@@ -572,7 +577,7 @@ def _start(args: dict, overrides: dict, given: dict, names: dict | None = None) 
         return _run(
             ctx, a["algo"], a["env"], a["seeds"], a["total_steps"], a["out"], a["device"], a["compile"], a["seed"],
             a["resume"], a["checkpoint_every"], a["chunk_size"], a["progress"], a["plot"], a["hparams"], a["init"],
-            a["init_seed"], a["env_params"], overrides, given, names,
+            a["init_seed"], a["env_params"], overrides, given, names, tensorboard=a.get("tensorboard", False),
         )
     finally:
         distributed.cleanup(ctx)
@@ -632,7 +637,7 @@ def read_config_json(path: str, required: tuple[str, ...] = CONFIG_JSON_KEYS) ->
 
 #: run()'s arguments that a resumed run takes from config.json (given ones must agree with it)
 _RESUMED_ARGS = ("algo", "env", "seeds", "total_steps", "device", "compile", "seed", "checkpoint_every",
-                 "chunk_size", "hparams", "init", "init_seed", "env_params")
+                 "chunk_size", "hparams", "init", "init_seed", "env_params", "tensorboard")
 
 
 def _norm(x):
@@ -658,7 +663,7 @@ def resume_conflicts(saved: dict, given: dict, overrides: dict | None = None) ->
     stored = {"algo": saved.get("algo"), "env": saved.get("env"), "seeds": saved.get("seeds"), "seed": saved.get("seed"),
               "total_steps": cfg.get("total_timesteps"), "init": init.get("dir"), "init_seed": init.get("seed")}
     # keys older config.json files lack: nothing stored, nothing to conflict with
-    for k in ("device", "compile", "checkpoint_every", "chunk_size"):
+    for k in ("device", "compile", "checkpoint_every", "chunk_size", "tensorboard"):
         if k in saved:
             stored[k] = saved[k]
     out = []
@@ -713,7 +718,8 @@ def check_resume_args(resume: str, saved: dict, given: dict, overrides: dict | N
     )
 
 
-def _resumed_settings(saved: dict, checkpoint_every: int, chunk_size: int, compile: bool, device: str) -> dict:
+def _resumed_settings(saved: dict, checkpoint_every: int, chunk_size: int, compile: bool, device: str,
+                      tensorboard: bool = False) -> dict:
     """The arguments of a resumed run, from its config.json (older files lack some keys: the given values stand)."""
     return {
         "algo": saved["algo"], "env": saved["env"], "seeds": saved["seeds"], "seed": saved["seed"],
@@ -727,6 +733,7 @@ def _resumed_settings(saved: dict, checkpoint_every: int, chunk_size: int, compi
         "compile": saved.get("compile", compile), "device": saved.get("device", device),
         "checkpoint_every": saved.get("checkpoint_every", checkpoint_every),
         "chunk_size": saved.get("chunk_size", chunk_size),
+        "tensorboard": saved.get("tensorboard", tensorboard),
     }
 
 
@@ -744,7 +751,7 @@ def _clean_temp_files(out: str) -> None:
 
 def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
          checkpoint_every, chunk_size, progress, plot, hparams, init, init_seed, env_params, overrides,
-         given=None, names=None) -> dict:
+         given=None, names=None, tensorboard=False) -> dict:
     # ctx is None for a single process; under torchrun this rank trains only its
     # block of seeds and rank 0 alone writes files (see funrl.distributed).
     w = ctx.world if ctx is not None else distributed.World()
@@ -752,11 +759,14 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     if resume is not None:
         saved = _on_rank0(ctx, lambda: read_config_json(os.path.join(resume, "config.json")))
         check_resume_args(resume, saved, {k: v for k, v in (given or {}).items() if k in _RESUMED_ARGS}, overrides, names)
-        r = _resumed_settings(saved, checkpoint_every, chunk_size, compile, device)
+        r = _resumed_settings(saved, checkpoint_every, chunk_size, compile, device, tensorboard)
         algo, env, seeds, seed, overrides, total_steps = r["algo"], r["env"], r["seeds"], r["seed"], r["overrides"], None
         hparams, init, init_seed, env_params = r["hparams"], None, None, r["env_params"]
         compile, device, checkpoint_every, chunk_size = r["compile"], r["device"], r["checkpoint_every"], r["chunk_size"]
+        tensorboard = r["tensorboard"]
         out = resume
+    if tensorboard:
+        require_tensorboard()  # before anything runs or a folder is made
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -834,6 +844,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             "compile": compile,
             "checkpoint_every": checkpoint_every,
             "chunk_size": chunk_size,
+            "tensorboard": bool(tensorboard),
             "num_updates": U,
             "steps_per_update": runner.steps_per_update,
             "processes": w.world_size,
@@ -842,6 +853,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         }
         ckpt.write_json_atomic(os.path.join(out, "config.json"), config_record)
 
+    tb = TensorBoardLogger(os.path.join(out, "tensorboard"), runner.steps_per_update, start_update) if tensorboard and w.main else None
     label = f"{algo}/{env_id}"
     bar = _Progress(label, U, runner.steps_per_update, seeds, progress and w.main, start_update=start_update,
                     compile=compile)
@@ -872,7 +884,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             previous_handler = None
     try:
         state, full_state, all_new = _train_with_checkpoints(
-            ctx, runner, state, start_update, checkpoint_every, chunk_size, callback, manager, metrics_csv)
+            ctx, runner, state, start_update, checkpoint_every, chunk_size, callback, manager, metrics_csv, tb)
     except KeyboardInterrupt:
         bar.close()
         if w.main:
@@ -881,6 +893,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+        if tb is not None:
+            tb.close()
     bar.close()
     wall = time.perf_counter() - t_start
     history = _concat_histories([history_prev] + all_new) if w.main else None
@@ -962,7 +976,7 @@ def _prepare_resumed_folder(ctx, out, manager, metrics_csv, segment):
     return _on_rank0(ctx, prepare, broadcast=False)
 
 
-def _train_with_checkpoints(ctx, runner, state, update, checkpoint_every, chunk_size, callback, manager, metrics_csv):
+def _train_with_checkpoints(ctx, runner, state, update, checkpoint_every, chunk_size, callback, manager, metrics_csv, tb=None):
     """Train from ``update`` to the end, checkpointing every ``checkpoint_every`` updates.
 
     At each checkpoint rank 0 appends the new updates' rows to metrics.csv, then
@@ -995,7 +1009,7 @@ def _train_with_checkpoints(ctx, runner, state, update, checkpoint_every, chunk_
         if w.main:
             hist = {k: v.detach().cpu() for k, v in hist.items()}
             all_new.append(hist)
-        _on_rank0(ctx, lambda: _write_checkpoint(manager, metrics_csv, update, full_state, hist, first))
+        _on_rank0(ctx, lambda: _write_checkpoint(manager, metrics_csv, update, full_state, hist, first, tb))
     return state, full_state, all_new
 
 
@@ -1072,7 +1086,7 @@ def _warm_start(ctx, module, config, state, directory, init_seed, seeds, blocks,
                    "seeds": info["seeds"], "update": info["update"]}
 
 
-def _write_checkpoint(manager, metrics_csv, update, state, history, first) -> None:
+def _write_checkpoint(manager, metrics_csv, update, state, history, first, tb=None) -> None:
     """Append the rows of updates ``first + 1 .. update`` to metrics.csv, then save checkpoint ``update``.
 
     The checkpoint holds the state and only those updates' metrics (``history_from``
@@ -1080,6 +1094,8 @@ def _write_checkpoint(manager, metrics_csv, update, state, history, first) -> No
     row a checkpoint needs when it is written.
     """
     metrics_csv.append(history, first)
+    if tb is not None:  # TensorBoard gets the same rows, as they are appended
+        tb.log(history, first)
     manager.save(update, {"state": state, "history": history}, metadata={"update": update, "history_from": first})
 
 

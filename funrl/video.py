@@ -1,0 +1,183 @@
+"""Videos of trained policies: ``funrl eval RUN --video`` writes ``RUN/videos/seed<i>.gif``.
+
+Each seed's greedy/mean policy (the algorithm's ``evaluation_policy``, what
+``funrl eval`` scores) plays whole episodes of the run's env; every env state,
+the initial one included, is drawn by :func:`funrl.envs.rendering.render_frame`
+(gymnasium's ``rgb_array`` frames, numpy only), and the frames are written as an
+animated GIF with ``imageio`` (``pip install 'funrl[video]'``) at the env's
+gymnasium frame rate, looping.
+
+An episode of T steps gives T + 1 frames (the state after the reset and after
+each step; the last one is the state that ended the episode, not the auto-reset
+one).  GIF writers store a run of identical frames as one frame shown that
+many times longer, so a decoder may return fewer images; their durations add
+up to the same total.
+
+Classic-control envs only (CartPole, Pendulum, MountainCar,
+MountainCarContinuous, Acrobot): the others have no funrl rendering.
+Randomness: episode *e* of seed *i* starts from ``fold_in(fold_in(key(seed), i), e)``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+import funrl
+from funrl import checkpoint as ckpt
+from funrl import random as jr
+from funrl import tree
+from funrl.envs import rendering
+
+__all__ = ["require_imageio", "episode_frames", "write_gif", "record_run"]
+
+_INSTALL = "pip install 'funrl[video]'"
+
+
+def require_imageio():
+    """The ``imageio.v3`` module, or a clear error when imageio is missing.
+
+    Raises:
+      ImportError: imageio is not installed (the message says how to install it).
+    """
+    try:
+        import imageio.v3 as iio
+    except ImportError as e:
+        raise ImportError(f"video: writing videos needs the imageio package ({e}); install it with: {_INSTALL}") from None
+    return iio
+
+
+def episode_frames(act, state, env, env_params, key: torch.Tensor, max_steps: int | None = None):
+    """Play one episode of one seed's policy and draw every state.
+
+    Args:
+      act: ``act(state, key, obs[K, ...]) -> actions[K, ...]`` for one seed (an
+        algorithm's ``evaluation_policy``); called with K = 1.
+      state: that seed's training state (unbatched leaves).
+      env, env_params: a classic-control env (see :func:`funrl.envs.rendering.renderable`) and its params.
+      key: a key ``(2,)``; the reset uses ``split(key)[0]``, step t ``split(fold_in(split(key)[1], t))``.
+      max_steps: stop after this many steps even if the episode goes on
+        (default: the env's ``max_episode_steps``).
+
+    Returns:
+      ``(frames, episode_return, steps)``: a list of ``steps + 1`` uint8 arrays
+      ``(H, W, 3)``, the undiscounted return (float) and the number of steps.
+
+    Raises:
+      TypeError: ``env`` has no funrl rendering.
+    """
+    if not rendering.renderable(env):
+        raise TypeError(f"env: expected a classic-control env with rgb_array rendering "
+                        f"({', '.join(sorted(rendering.RENDER_FPS))}), got {getattr(env, 'name', type(env).__name__)}")
+    limit = int(env_params.max_episode_steps) if max_steps is None else int(max_steps)
+    if limit < 1:
+        raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
+    k_reset, key = jr.split(key)
+    with torch.no_grad():
+        obs, env_state = env.reset(k_reset, env_params)
+        frames = [rendering.render_frame(env, env_state, env_params)]
+        total, t = 0.0, 0
+        while t < limit:
+            k_act, k_env = jr.split(jr.fold_in(key, t))
+            action = act(state, k_act, obs[None])[0]
+            # no auto-reset: the last frame shows the state that ended the episode
+            obs, env_state, reward, terminated, truncated, _ = env.step(k_env, env_state, action, env_params,
+                                                                       autoreset=False)
+            frames.append(rendering.render_frame(env, env_state, env_params))
+            total += float(reward)
+            t += 1
+            if bool(terminated) or bool(truncated):
+                break
+    return frames, total, t
+
+
+def write_gif(frames, path: str, fps: float) -> str:
+    """Write ``frames`` as a looping animated GIF, atomically.
+
+    Args:
+      frames: a non-empty sequence of uint8 arrays ``(H, W, 3)`` of one size.
+      path: the ``.gif`` file.
+      fps: frames per second (each frame is shown ``round(1000 / fps)`` ms; GIF
+        stores delays in 10 ms units).
+
+    Returns:
+      ``path``.
+
+    Raises:
+      ValueError: no frames, frames of different sizes or not uint8 RGB, or ``fps`` <= 0.
+      ImportError: imageio is missing.
+    """
+    if not len(frames):
+        raise ValueError("frames: expected at least one frame, got none")
+    shape = np.shape(frames[0])
+    for i, f in enumerate(frames):
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3 or f.shape != shape:
+            got = (f.dtype, f.shape) if isinstance(f, np.ndarray) else type(f).__name__
+            raise ValueError(f"frames[{i}]: expected a uint8 array (H, W, 3) of the first frame's shape {shape}, got {got}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+        raise ValueError(f"fps: expected a number > 0, got {fps!r}")
+    iio = require_imageio()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.gif"
+    try:
+        iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=round(1000 / fps), loop=0)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def record_run(directory: str, episodes: int = 1, seed: int = 12345, out_dir: str | None = None) -> list[dict]:
+    """Write a GIF of each seed's policy of a results folder (what ``funrl eval --video`` does).
+
+    Args:
+      directory: a ``funrl train`` results folder; its newest good checkpoint is played.
+      episodes: episodes per seed, one after the other in the seed's GIF.
+      seed: the base seed of the episodes (see the module docstring).
+      out_dir: where the GIFs go (default ``directory/videos``).
+
+    Returns:
+      per seed ``{"seed", "path", "returns" (one float per episode), "frames"}``.
+
+    Raises:
+      ValueError: ``episodes`` not an int >= 1; a run of an algorithm without an
+        evaluation policy or of an env funrl cannot render (naming it).
+      ImportError: imageio is missing (checked before anything is played).
+    """
+    from funrl.algorithms.common import Runner
+    from funrl.runner import read_config_json, resolve_config, seed_keys
+
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes: expected an int >= 1, got {episodes!r}")
+    cfg = read_config_json(os.path.join(directory, "config.json"))
+    module, env_id, config = resolve_config(cfg["algo"], cfg["env"], None, cfg["config"])
+    if not hasattr(module, "evaluation_policy"):
+        raise ValueError(f"directory: {directory!r} is a {cfg['algo']} run; videos need an env-based algorithm "
+                         f"with an evaluation policy")
+    env, env_params = getattr(module, "make_env", funrl.envs.make)(env_id, **(cfg.get("env_params") or {}))
+    if not rendering.renderable(env):
+        raise ValueError(f"directory: {directory!r} trained on {env_id}, which funrl cannot render; videos support "
+                         f"the classic-control envs ({', '.join(sorted(rendering.RENDER_FPS))})")
+    require_imageio()
+    # the checkpoint's state has the structure of a fresh init of the same config (as funrl eval loads it)
+    template = Runner(module.make_algorithm, config, env, env_params, compile=False).init(seed_keys(cfg["seed"], cfg["seeds"]))
+    _, saved, _ = ckpt.CheckpointManager(os.path.join(directory, "checkpoints")).load()
+    states = tree.unflatten(tree.structure(template), tree.leaves(saved["state"]))
+    act = module.evaluation_policy(config, env, env_params)
+    fps = rendering.RENDER_FPS[type(getattr(env, "unwrapped", env)).__name__]
+    out_dir = out_dir or os.path.join(directory, "videos")
+    base = jr.key(seed)
+    results = []
+    for i in range(int(cfg["seeds"])):
+        state = tree.map(lambda x: x[i], states)
+        frames, returns = [], []
+        for e in range(episodes):
+            f, ret, _ = episode_frames(act, state, env, env_params, jr.fold_in(jr.fold_in(base, i), e))
+            frames += f
+            returns.append(ret)
+        path = write_gif(frames, os.path.join(out_dir, f"seed{i}.gif"), fps)
+        results.append({"seed": i, "path": path, "returns": returns, "frames": len(frames)})
+    return results
