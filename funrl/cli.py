@@ -300,6 +300,9 @@ def _cmd_eval(args) -> int:
     if args.video:  # first: a run that cannot be filmed fails before the evaluation's wait
         from funrl.video import record_run
 
+        if args.video_episodes < 1:
+            raise ValueError(f"--video-episodes: expected an int >= 1, got {args.video_episodes}")
+
         for v in record_run(args.dir, episodes=args.video_episodes, seed=args.seed):
             print(f"seed {v['seed']}: {v['path']} ({v['frames']} frames, return "
                   f"{', '.join(f'{r:.1f}' for r in v['returns'])})")
