@@ -81,19 +81,21 @@ def tensorboard_scalars(history: dict, first_update: int, steps_per_update: int)
                              f"({(n, S)}), got {got}")
         cols[name] = v.detach().double().cpu()
     done = cols["episodes"] > 0 if "episodes" in cols else torch.ones(n, S, dtype=torch.bool)
+    any_done = done.any(1).tolist()
+    # whole columns at once, then Python lists: a loop of tensor ops per update costs more than the writing
+    means = {}
+    for name, v in cols.items():
+        if name in EPISODE_METRICS:
+            means[name] = ((v * done).sum(1) / done.sum(1).clamp(min=1)).tolist()
+        else:
+            means[name] = v.mean(1).tolist()
+    returns = cols["episode_return"].tolist() if "episode_return" in cols else None
+    done_rows = done.tolist()
     out = []
     for u in range(n):
-        tags = {}
-        for name, v in cols.items():
-            row = v[u]
-            if name in EPISODE_METRICS:
-                if not bool(done[u].any()):
-                    continue
-                row = row[done[u]]
-            tags[name] = float(row.mean())
-        if "episode_return" in cols:
-            for s in torch.nonzero(done[u]).flatten().tolist():
-                tags[f"episode_return/seed_{s}"] = float(cols["episode_return"][u, s])
+        tags = {name: m[u] for name, m in means.items() if any_done[u] or name not in EPISODE_METRICS}
+        if returns is not None:
+            tags.update({f"episode_return/seed_{s}": returns[u][s] for s in range(S) if done_rows[u][s]})
         out.append(((first_update + u + 1) * steps_per_update, tags))
     return out
 

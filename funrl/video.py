@@ -67,17 +67,26 @@ def episode_frames(act, state, env, env_params, key: torch.Tensor, max_steps: in
 
     Raises:
       TypeError: ``env`` has no funrl rendering.
+      ValueError: ``max_steps`` < 1.
     """
+    result = {}
+    frames = list(_play(act, state, env, env_params, key, max_steps, result))
+    return frames, result["return"], result["steps"]
+
+
+def _play(act, state, env, env_params, key, max_steps, result: dict):
+    """:func:`episode_frames` as a generator of frames (one frame in memory at a time);
+    ``result`` gets ``return`` and ``steps`` when the episode ends."""
     if not rendering.renderable(env):
         raise TypeError(f"env: expected a classic-control env with rgb_array rendering "
                         f"({', '.join(sorted(rendering.RENDER_FPS))}), got {getattr(env, 'name', type(env).__name__)}")
-    limit = int(env_params.max_episode_steps) if max_steps is None else int(max_steps)
-    if limit < 1:
+    limit = int(env_params.max_episode_steps) if max_steps is None else max_steps
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
     k_reset, key = jr.split(key)
     with torch.no_grad():
         obs, env_state = env.reset(k_reset, env_params)
-        frames = [rendering.render_frame(env, env_state, env_params)]
+        yield rendering.render_frame(env, env_state, env_params)
         total, t = 0.0, 0
         while t < limit:
             k_act, k_env = jr.split(jr.fold_in(key, t))
@@ -85,19 +94,69 @@ def episode_frames(act, state, env, env_params, key: torch.Tensor, max_steps: in
             # no auto-reset: the last frame shows the state that ended the episode
             obs, env_state, reward, terminated, truncated, _ = env.step(k_env, env_state, action, env_params,
                                                                        autoreset=False)
-            frames.append(rendering.render_frame(env, env_state, env_params))
+            yield rendering.render_frame(env, env_state, env_params)
             total += float(reward)
             t += 1
             if bool(terminated) or bool(truncated):
                 break
-    return frames, total, t
+    result.update({"return": total, "steps": t})
+
+
+class _PaletteFrames:
+    """RGB frames stored as palette indices (a third of the memory), the palette grown as colours appear.
+
+    Up to 256 colours the indices are exact (funrl's frames have a handful);
+    the colours of a frame that would exceed 256 become their nearest palette
+    colours.  An exact palette also spares the GIF writer its own adaptive
+    quantization: 6 vs 16 ms of CPU per 600x400 CartPole frame, measured.
+    """
+
+    def __init__(self):
+        from PIL import Image  # an imageio dependency
+
+        self._image = Image
+        self.colours: list[tuple[int, int, int]] = []
+        self._known: set = set()
+        self.index: list[np.ndarray] = []
+        self.shape = None
+        self._target = None
+
+    def add(self, frame) -> None:
+        i = len(self.index)
+        if self.shape is None and isinstance(frame, np.ndarray):
+            self.shape = frame.shape
+        if (not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3
+                or frame.shape != self.shape):
+            got = (frame.dtype, frame.shape) if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise ValueError(f"frames[{i}]: expected a uint8 array (H, W, 3) of the first frame's shape "
+                             f"{self.shape}, got {got}")
+        Image = self._image
+        im = Image.fromarray(frame)
+        # more than 256 colours in the frame: its most frequent ones join the palette while it has room
+        counts = im.getcolors(256) or sorted(im.getcolors(frame.shape[0] * frame.shape[1]), reverse=True)
+        new = [c for _, c in counts if c not in self._known][: 256 - len(self.colours)]
+        if new or self._target is None:
+            self.colours += new
+            self._known.update(new)
+            flat = np.array(self.colours, dtype=np.uint8).tobytes()
+            self._target = Image.new("P", (1, 1))
+            self._target.putpalette(flat + bytes(768 - len(flat)))
+        # a colour in the palette maps to itself (its nearest entry)
+        self.index.append(np.asarray(im.quantize(palette=self._target, dither=Image.Dither.NONE)))
+
+    @property
+    def palette(self) -> np.ndarray:
+        return np.array(self.colours, dtype=np.uint8).reshape(-1, 3)
 
 
 def write_gif(frames, path: str, fps: float) -> str:
     """Write ``frames`` as a looping animated GIF, atomically.
 
     Args:
-      frames: a non-empty sequence of uint8 arrays ``(H, W, 3)`` of one size.
+      frames: a non-empty iterable (a generator is fine: frames are converted
+        as they come) of uint8 arrays ``(H, W, 3)`` of one size.  Exact up to
+        256 distinct colours over all frames; beyond, later colours become the
+        nearest of the first 256.
       path: the ``.gif`` file.
       fps: frames per second (each frame is shown ``round(1000 / fps)`` ms; GIF
         stores delays in 10 ms units).
@@ -109,57 +168,24 @@ def write_gif(frames, path: str, fps: float) -> str:
       ValueError: no frames, frames of different sizes or not uint8 RGB, or ``fps`` <= 0.
       ImportError: imageio is missing.
     """
-    if not len(frames):
-        raise ValueError("frames: expected at least one frame, got none")
-    shape = np.shape(frames[0])
-    for i, f in enumerate(frames):
-        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3 or f.shape != shape:
-            got = (f.dtype, f.shape) if isinstance(f, np.ndarray) else type(f).__name__
-            raise ValueError(f"frames[{i}]: expected a uint8 array (H, W, 3) of the first frame's shape {shape}, got {got}")
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
         raise ValueError(f"fps: expected a number > 0, got {fps!r}")
     iio = require_imageio()
+    indexed = _PaletteFrames()
+    for frame in frames:
+        indexed.add(frame)
+    if not indexed.index:
+        raise ValueError("frames: expected at least one frame, got none")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp.gif"
-    indexed = _palette_indices(frames)
     try:
-        if indexed is not None:
-            index, palette = indexed
-            iio.imwrite(tmp, index, extension=".gif", mode="P", palette=palette.tobytes(),
-                        duration=round(1000 / fps), loop=0)
-        else:  # more than 256 colours: Pillow's adaptive palette (lossy)
-            iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=round(1000 / fps), loop=0)
+        iio.imwrite(tmp, np.stack(indexed.index), extension=".gif", mode="P", palette=indexed.palette.tobytes(),
+                    duration=round(1000 / fps), loop=0)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-def _palette_indices(frames):
-    """``(index uint8 [N, H, W], palette uint8 [C, 3])`` of frames with at most 256 colours, else None.
-
-    funrl's frames have a handful of colours; giving the GIF writer their exact
-    palette makes it lossless and several times faster than its own adaptive
-    quantization of RGB frames (measured: 6 vs 16 ms of CPU per 600x400 CartPole frame).
-    """
-    from PIL import Image  # an imageio dependency
-
-    images = [Image.fromarray(f) for f in frames]
-    colours = set()
-    for im in images:
-        counts = im.getcolors(256)  # None: more than 256 colours
-        if counts is None:
-            return None
-        colours.update(c for _, c in counts)
-        if len(colours) > 256:
-            return None
-    palette = np.array(sorted(colours), dtype=np.uint8)
-    target = Image.new("P", (1, 1))
-    target.putpalette(palette.tobytes() + bytes(768 - palette.size))
-    # every pixel's colour is in the palette: the nearest palette entry is that colour
-    index = np.stack([np.asarray(im.quantize(palette=target, dither=Image.Dither.NONE)) for im in images])
-    return index, palette
 
 
 def record_run(directory: str, episodes: int = 1, seed: int = 12345, out_dir: str | None = None) -> list[dict]:
@@ -205,11 +231,11 @@ def record_run(directory: str, episodes: int = 1, seed: int = 12345, out_dir: st
     results = []
     for i in range(int(cfg["seeds"])):
         state = tree.map(lambda x: x[i], states)
-        frames, returns = [], []
-        for e in range(episodes):
-            f, ret, _ = episode_frames(act, state, env, env_params, jr.fold_in(jr.fold_in(base, i), e))
-            frames += f
-            returns.append(ret)
+        played = [{} for _ in range(episodes)]
+        # a generator: each frame is played, drawn and indexed before the next one exists
+        frames = (frame for e in range(episodes)
+                  for frame in _play(act, state, env, env_params, jr.fold_in(jr.fold_in(base, i), e), None, played[e]))
         path = write_gif(frames, os.path.join(out_dir, f"seed{i}.gif"), fps)
-        results.append({"seed": i, "path": path, "returns": returns, "frames": len(frames)})
+        results.append({"seed": i, "path": path, "returns": [p["return"] for p in played],
+                        "frames": sum(p["steps"] + 1 for p in played)})
     return results

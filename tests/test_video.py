@@ -91,6 +91,13 @@ def test_write_gif_round_trips_and_checks_its_input(tmp_path):
     assert len(got) == 4
     for a, b in zip(got, frames):
         np.testing.assert_array_equal(a, b)
+    # beyond 256 colours: the first 256 stay exact, a later colour becomes its nearest palette colour
+    grid = np.stack([*np.meshgrid(np.arange(16) * 16, np.arange(16) * 16, indexing="ij"), np.zeros((16, 16), int)], -1)
+    extra = np.zeros((16, 16, 3), dtype=np.uint8)
+    extra[0, 0] = (20, 33, 1)  # nearest to (16, 32, 0)
+    got = iio.imread(write_gif([grid.astype(np.uint8), extra], str(tmp_path / "many.gif"), fps=50), index=None)
+    np.testing.assert_array_equal(got[0], grid)
+    assert tuple(got[1][0, 0]) == (16, 32, 0) and (got[1][1:] == 0).all()
     with pytest.raises(ValueError, match="frames: expected at least one frame"):
         write_gif([], str(tmp_path / "y.gif"), 50)
     with pytest.raises(ValueError, match=r"frames\[1\]: expected a uint8 array \(H, W, 3\).*\(5, 7, 3\)"):
