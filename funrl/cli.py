@@ -2,7 +2,7 @@
 
     funrl train [ALGO] [--env ENV_ID | --task TASK] [--lora RANK] [--seeds S] [--total-steps N] [--set field=value ...]
                 [--env-set name=value ...] [--init DIR [--init-seed I]] [--freeze REGEX]
-                [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR]
+                [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR] [--tensorboard]
     funrl eval DIR [--episodes K] [--video [--video-episodes N]]
     funrl plot DIR [DIR ...] [--out FILE.png]
     funrl export DIR [--seed I] --format torchscript|state_dict|onnx [--out PATH]

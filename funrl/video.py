@@ -222,7 +222,8 @@ def record_run(directory: str, episodes: int = 1, seed: int = 12345, out_dir: st
     require_imageio()
     # the checkpoint's state has the structure of a fresh init of the same config (as funrl eval loads it)
     template = Runner(module.make_algorithm, config, env, env_params, compile=False).init(seed_keys(cfg["seed"], cfg["seeds"]))
-    _, saved, _ = ckpt.CheckpointManager(os.path.join(directory, "checkpoints")).load()
+    # on the CPU, with the env: a run trained on a GPU plays here too
+    _, saved, _ = ckpt.CheckpointManager(os.path.join(directory, "checkpoints")).load(map_location="cpu")
     states = tree.unflatten(tree.structure(template), tree.leaves(saved["state"]))
     act = module.evaluation_policy(config, env, env_params)
     fps = rendering.RENDER_FPS[type(getattr(env, "unwrapped", env)).__name__]
