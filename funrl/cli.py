@@ -3,8 +3,8 @@
     funrl train [ALGO] [--env ENV_ID | --task TASK] [--lora RANK] [--seeds S] [--total-steps N] [--set field=value ...]
                 [--sweep field=v1,v2,... ...]
                 [--env-set name=value ...] [--init DIR [--init-seed I]] [--freeze REGEX]
-                [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR]
-    funrl eval DIR [--episodes K]
+                [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR] [--tensorboard]
+    funrl eval DIR [--episodes K] [--video [--video-episodes N]]
     funrl plot DIR [DIR ...] [--out FILE.png]
     funrl export DIR [--seed I] --format torchscript|state_dict|onnx [--out PATH]
     funrl envs
@@ -103,11 +103,18 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int, default=None, help="updates between checkpoints (default 50)")
     tr.add_argument("--no-progress", action="store_true", help="no progress output")
     tr.add_argument("--no-plot", action="store_true", help="do not write learning_curve.png")
+    tr.add_argument("--tensorboard", action="store_true",
+                    help="also write the metrics as TensorBoard scalars in OUT/tensorboard/ "
+                         "(needs pip install 'funrl[tensorboard]'; kept on --resume)")
 
     ev = sub.add_parser("eval", help="run the greedy/mean policy of each seed of a finished run")
     ev.add_argument("dir", help="results folder")
     ev.add_argument("--episodes", type=int, default=10, help="episodes per seed (default 10)")
     ev.add_argument("--seed", type=int, default=12345, help="evaluation seed")
+    ev.add_argument("--video", action="store_true",
+                    help="also write a GIF of each seed's policy to DIR/videos/seed<I>.gif (classic-control envs; "
+                         "needs pip install 'funrl[video]')")
+    ev.add_argument("--video-episodes", type=int, default=1, metavar="N", help="episodes per GIF (default 1)")
 
     pl = sub.add_parser("plot", help="learning curves (IQM ± 95%% CI across seeds) of one or more runs")
     pl.add_argument("dirs", nargs="+", help="results folders")
@@ -242,7 +249,8 @@ def _train_flag_names(given: dict, overrides: dict, lora: bool) -> dict:
     names = {"algo": "ALGO", "env": "--env", "seeds": "--seeds", "total_steps": "--total-steps", "seed": "--seed",
              "sweep": "--sweep",
              "device": "--device", "compile": "--no-compile", "checkpoint_every": "--checkpoint-every",
-             "init": "--init", "init_seed": "--init-seed", "threads": "--threads"}
+             "init": "--init", "init_seed": "--init-seed", "threads": "--threads",
+             "tensorboard": "--tensorboard"}
     for k in given.get("env_params") or {}:
         names[f"env_params[{k!r}]"] = f"--env-set {k}"
     for k in overrides:
@@ -269,7 +277,8 @@ def _cmd_train(args) -> int:
     given = {"algo": args.algo, "env": args.env, "seeds": args.seeds, "total_steps": args.total_steps,
              "seed": args.seed, "device": args.device, "compile": False if args.no_compile else None,
              "checkpoint_every": args.checkpoint_every, "init": args.init, "init_seed": args.init_seed,
-             "env_params": env_params or None, "sweep": sweep}
+             "env_params": env_params or None, "sweep": sweep,
+             "tensorboard": True if args.tensorboard else None}
     given = {k: v for k, v in given.items() if v is not None}
     if args.resume is None:
         from funrl.algorithms import get
@@ -330,6 +339,16 @@ def _setting_line(g: dict) -> str:
 
 def _cmd_eval(args) -> int:
     from funrl.evaluation import evaluate_run
+
+    if args.video:  # first: a run that cannot be filmed fails before the evaluation's wait
+        from funrl.video import record_run
+
+        if args.video_episodes < 1:
+            raise ValueError(f"--video-episodes: expected an int >= 1, got {args.video_episodes}")
+
+        for v in record_run(args.dir, episodes=args.video_episodes, seed=args.seed):
+            print(f"seed {v['seed']}: {v['path']} ({v['frames']} frames, return "
+                  f"{', '.join(f'{r:.1f}' for r in v['returns'])})")
 
     table = evaluate_run(args.dir, episodes=args.episodes, seed=args.seed)
     total = f" of {table['num_updates']:,}" if table.get("num_updates") else ""

@@ -70,6 +70,7 @@ from funrl import random as jr
 from funrl import distributed, stats, sweeps, transfer, tree
 from funrl.algorithms import DEFAULT_ENVS, get
 from funrl.algorithms.common import Runner, check_hparams
+from funrl.tensorboard_logger import TensorBoardLogger, require_tensorboard
 from funrl.threads import check_threads, using_threads
 
 __all__ = ["run", "check_finite", "check_resume_args", "resume_conflicts", "Diverged", "resolve_config", "parse_value", "seed_keys", "final_returns", "chunk_returns", "load_run"]
@@ -495,6 +496,7 @@ def run(
     env_params: dict | None = None,
     sweep: dict | None = None,
     threads: int | None = None,
+    tensorboard: bool = False,
     **overrides,
 ) -> dict:
     """Train ``seeds`` seeds of ``algo`` on ``env`` and write a results folder.
@@ -536,6 +538,8 @@ def run(
         1, or ``OMP_NUM_THREADS`` when set -- one thread per process degrades in
         proportion on a busy machine where more collapse (see :mod:`funrl.threads`).
         Not stored for resume: results agree across thread counts up to reassociation.
+      tensorboard: also write the metrics as TensorBoard scalars in ``<out>/tensorboard/``
+        (needs ``pip install 'funrl[tensorboard]'``; see :mod:`funrl.tensorboard_logger`).
       **overrides: Config fields, e.g. ``freeze=r"^actor\\.linear_0\\."`` (a regex over
         param paths kept fixed in training; see ``funrl.algorithms.common.param_paths``).
 
@@ -563,7 +567,7 @@ def run(
     args = dict(algo=algo, env=env, seeds=seeds, total_steps=total_steps, out=out, device=device, compile=compile,
                 seed=seed, resume=resume, checkpoint_every=checkpoint_every, chunk_size=chunk_size, progress=progress,
                 plot=plot, hparams=hparams, init=init, init_seed=init_seed, env_params=env_params, threads=threads,
-                sweep=sweep)
+                sweep=sweep, tensorboard=tensorboard)
     # with resume, an argument given a value other than its default must agree with the stored run
     given = {k: args[k] for k in _RESUMED_ARGS if not _is_default(args[k], _RUN_DEFAULTS[k])}
     return _start(args, overrides, given)
@@ -588,6 +592,7 @@ def _start(args: dict, overrides: dict, given: dict, names: dict | None = None) 
                 ctx, a["algo"], a["env"], a["seeds"], a["total_steps"], a["out"], a["device"], a["compile"], a["seed"],
                 a["resume"], a["checkpoint_every"], a["chunk_size"], a["progress"], a["plot"], a["hparams"], a["init"],
                 a["init_seed"], a["env_params"], overrides, given, names, a.get("sweep"),
+                tensorboard=a.get("tensorboard", False),
             )
         result["threads"] = threads
         return result
@@ -649,7 +654,7 @@ def read_config_json(path: str, required: tuple[str, ...] = CONFIG_JSON_KEYS) ->
 
 #: run()'s arguments that a resumed run takes from config.json (given ones must agree with it)
 _RESUMED_ARGS = ("algo", "env", "seeds", "total_steps", "device", "compile", "seed", "checkpoint_every",
-                 "chunk_size", "hparams", "init", "init_seed", "env_params", "sweep")
+                 "chunk_size", "hparams", "init", "init_seed", "env_params", "sweep", "tensorboard")
 
 
 def _norm(x):
@@ -678,7 +683,7 @@ def resume_conflicts(saved: dict, given: dict, overrides: dict | None = None) ->
     stored = {"algo": saved.get("algo"), "env": saved.get("env"), "seeds": seeds, "seed": saved.get("seed"),
               "total_steps": cfg.get("total_timesteps"), "init": init.get("dir"), "init_seed": init.get("seed")}
     # keys older config.json files lack: nothing stored, nothing to conflict with
-    for k in ("device", "compile", "checkpoint_every", "chunk_size"):
+    for k in ("device", "compile", "checkpoint_every", "chunk_size", "tensorboard"):
         if k in saved:
             stored[k] = saved[k]
     out = []
@@ -737,7 +742,8 @@ def check_resume_args(resume: str, saved: dict, given: dict, overrides: dict | N
     )
 
 
-def _resumed_settings(saved: dict, checkpoint_every: int, chunk_size: int, compile: bool, device: str) -> dict:
+def _resumed_settings(saved: dict, checkpoint_every: int, chunk_size: int, compile: bool, device: str,
+                      tensorboard: bool = False) -> dict:
     """The arguments of a resumed run, from its config.json (older files lack some keys: the given values stand)."""
     return {
         "algo": saved["algo"], "env": saved["env"], "seeds": saved["seeds"], "seed": saved["seed"],
@@ -752,6 +758,7 @@ def _resumed_settings(saved: dict, checkpoint_every: int, chunk_size: int, compi
         "checkpoint_every": saved.get("checkpoint_every", checkpoint_every),
         "chunk_size": saved.get("chunk_size", chunk_size),
         "sweep": saved.get("sweep"),
+        "tensorboard": saved.get("tensorboard", tensorboard),
     }
 
 
@@ -769,7 +776,7 @@ def _clean_temp_files(out: str) -> None:
 
 def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
          checkpoint_every, chunk_size, progress, plot, hparams, init, init_seed, env_params, overrides,
-         given=None, names=None, sweep=None) -> dict:
+         given=None, names=None, sweep=None, tensorboard=False) -> dict:
     # ctx is None for a single process; under torchrun this rank trains only its
     # block of seeds and rank 0 alone writes files (see funrl.distributed).
     w = ctx.world if ctx is not None else distributed.World()
@@ -777,15 +784,18 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     if resume is not None:
         saved = _on_rank0(ctx, lambda: read_config_json(os.path.join(resume, "config.json")))
         check_resume_args(resume, saved, {k: v for k, v in (given or {}).items() if k in _RESUMED_ARGS}, overrides, names)
-        r = _resumed_settings(saved, checkpoint_every, chunk_size, compile, device)
+        r = _resumed_settings(saved, checkpoint_every, chunk_size, compile, device, tensorboard)
         algo, env, seeds, seed, overrides, total_steps = r["algo"], r["env"], r["seeds"], r["seed"], r["overrides"], None
         hparams, init, init_seed, env_params = r["hparams"], None, None, r["env_params"]
         compile, device, checkpoint_every, chunk_size = r["compile"], r["device"], r["checkpoint_every"], r["chunk_size"]
+        tensorboard = r["tensorboard"]
         out, sweep = resume, r["sweep"]
     elif sweep is not None:
         # from here on, seeds counts every setting's seeds and hparams holds each seed's setting
         sweep_module, _, sweep_config = resolve_config(algo, env, total_steps, overrides)
         seeds, hparams, sweep = sweeps.plan(sweep_module, sweep_config, sweep, seeds, overrides, hparams, parse=parse_value)
+    if tensorboard:
+        require_tensorboard()  # before anything runs or a folder is made
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -870,6 +880,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             "compile": compile,
             "checkpoint_every": checkpoint_every,
             "chunk_size": chunk_size,
+            "tensorboard": bool(tensorboard),
             "num_updates": U,
             "steps_per_update": runner.steps_per_update,
             "processes": w.world_size,
@@ -878,6 +889,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
         }
         ckpt.write_json_atomic(os.path.join(out, "config.json"), config_record)
 
+    tb = TensorBoardLogger(os.path.join(out, "tensorboard"), runner.steps_per_update, start_update) if tensorboard and w.main else None
     label = f"{algo}/{env_id}" + (f" sweep of {sweeps.describe(sweep)}" if sweep else "")
     bar = _Progress(label, U, runner.steps_per_update, seeds, progress and w.main, start_update=start_update,
                     compile=compile)
@@ -908,7 +920,7 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
             previous_handler = None
     try:
         state, full_state, all_new = _train_with_checkpoints(
-            ctx, runner, state, start_update, checkpoint_every, chunk_size, callback, manager, metrics_csv)
+            ctx, runner, state, start_update, checkpoint_every, chunk_size, callback, manager, metrics_csv, tb)
     except KeyboardInterrupt:
         bar.close()
         if w.main:
@@ -917,6 +929,8 @@ def _run(ctx, algo, env, seeds, total_steps, out, device, compile, seed, resume,
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+        if tb is not None:
+            tb.close()
     bar.close()
     wall = time.perf_counter() - t_start
     history = _concat_histories([history_prev] + all_new) if w.main else None
@@ -1001,7 +1015,7 @@ def _prepare_resumed_folder(ctx, out, manager, metrics_csv, segment):
     return _on_rank0(ctx, prepare, broadcast=False)
 
 
-def _train_with_checkpoints(ctx, runner, state, update, checkpoint_every, chunk_size, callback, manager, metrics_csv):
+def _train_with_checkpoints(ctx, runner, state, update, checkpoint_every, chunk_size, callback, manager, metrics_csv, tb=None):
     """Train from ``update`` to the end, checkpointing every ``checkpoint_every`` updates.
 
     At each checkpoint rank 0 appends the new updates' rows to metrics.csv, then
@@ -1034,7 +1048,7 @@ def _train_with_checkpoints(ctx, runner, state, update, checkpoint_every, chunk_
         if w.main:
             hist = {k: v.detach().cpu() for k, v in hist.items()}
             all_new.append(hist)
-        _on_rank0(ctx, lambda: _write_checkpoint(manager, metrics_csv, update, full_state, hist, first))
+        _on_rank0(ctx, lambda: _write_checkpoint(manager, metrics_csv, update, full_state, hist, first, tb))
     return state, full_state, all_new
 
 
@@ -1111,7 +1125,7 @@ def _warm_start(ctx, module, config, state, directory, init_seed, seeds, blocks,
                    "seeds": info["seeds"], "update": info["update"]}
 
 
-def _write_checkpoint(manager, metrics_csv, update, state, history, first) -> None:
+def _write_checkpoint(manager, metrics_csv, update, state, history, first, tb=None) -> None:
     """Append the rows of updates ``first + 1 .. update`` to metrics.csv, then save checkpoint ``update``.
 
     The checkpoint holds the state and only those updates' metrics (``history_from``
@@ -1119,6 +1133,8 @@ def _write_checkpoint(manager, metrics_csv, update, state, history, first) -> No
     row a checkpoint needs when it is written.
     """
     metrics_csv.append(history, first)
+    if tb is not None:  # TensorBoard gets the same rows, as they are appended
+        tb.log(history, first)
     manager.save(update, {"state": state, "history": history}, metadata={"update": update, "history_from": first})
 
 
