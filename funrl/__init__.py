@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "random", "tree", "nn", "optim", "distributions", "envs", "losses", "dp",
     "algorithms", "testing", "stats", "checkpoint", "cli", "distributed", "compile", "ops", "transfer",
-    "lm", "runner", "results", "evaluation", "plotting",
+    "lm", "runner", "results", "evaluation", "plotting", "sweeps",
 }
 
 

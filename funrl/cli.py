@@ -1,9 +1,10 @@
 """The ``funrl`` command line (also ``python -m funrl``).
 
     funrl train [ALGO] [--env ENV_ID | --task TASK] [--lora RANK] [--seeds S] [--total-steps N] [--set field=value ...]
+                [--sweep field=v1,v2,... ...]
                 [--env-set name=value ...] [--init DIR [--init-seed I]] [--freeze REGEX]
-                [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR]
-    funrl eval DIR [--episodes K]
+                [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR] [--tensorboard]
+    funrl eval DIR [--episodes K] [--video [--video-episodes N]]
     funrl plot DIR [DIR ...] [--out FILE.png]
     funrl export DIR [--seed I] --format torchscript|state_dict|onnx [--out PATH]
     funrl envs
@@ -26,16 +27,19 @@ __all__ = ["main", "build_parser"]
 
 
 def _config_help(algo: str) -> str:
-    from funrl.algorithms import DEFAULT_ENVS, get
+    # read from the source: importing the algorithm would import torch (seconds before the help shows)
+    from funrl._config_source import config_fields, hyperparams
+    from funrl.algorithms import DEFAULT_ENVS, module_path
 
-    module = get(algo)
+    path = module_path(algo)  # a bad name: the usual error, with close matches
     lines = [f"{algo} config fields (set with --set field=value; defaults tuned for {DEFAULT_ENVS[algo]}):"]
-    for f in dataclasses.fields(module.Config):
-        default = getattr(module.Config(), f.name)
-        lines.append(f"  {f.name} = {default!r}")
-    batchable = getattr(module, "HYPERPARAMS", ())
+    fields = config_fields(path)
+    width = max(len(f"{f.name} = {f.default}") for f in fields)
+    for f in fields:
+        lines.append(f"  {f'{f.name} = {f.default}':{width}}  {f.comment}".rstrip())
+    batchable = hyperparams(path)
     if batchable:
-        lines.append(f"per-seed sweepable (Python API hparams=...): {', '.join(batchable)}")
+        lines.append(f"sweepable with --sweep field=v1,v2,... (batchable per seed): {', '.join(batchable)}")
     return "\n".join(lines)
 
 
@@ -58,13 +62,19 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
     )
     tr.add_argument("algo", nargs="?", default=None, help=f"one of: {', '.join(list_algorithms())} (default ppo)")
     tr.add_argument("--env", "--task", dest="env", default=None,
-                    help="env id, or task for the LM algorithms (default: the algorithm's; see `funrl envs`)")
+                    help="env id (gymnasium:<ID> for any installed gymnasium env), or task for the LM algorithms "
+                         "(default: the algorithm's; see `funrl envs`)")
     tr.add_argument("--lora", type=int, default=None, metavar="RANK",
                     help="LM algorithms: RL trains LoRA adapters of this rank only (sets lora_rank)")
     # flags a resumed run takes from its config.json default to None: only what is given is checked against it
     tr.add_argument("--seeds", type=int, default=None, help="number of seeds trained together (default 8)")
     tr.add_argument("--total-steps", type=int, default=None, help="env steps per seed (default: config total_timesteps)")
     tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
+    tr.add_argument(
+        "--sweep", action="append", default=[], metavar="FIELD=V1,V2,...",
+        help="train every value of a batchable hyper-parameter in one vmapped run (several --sweep: every "
+             "combination); --seeds is then per setting, seeds 0..S-1 are the first setting, S..2S-1 the next",
+    )
     tr.add_argument(
         "--env-set", action="append", default=[], metavar="NAME=VALUE",
         help="override an env param or constructor argument (e.g. length=1.0 for CartPole; see funrl.envs.make)",
@@ -79,6 +89,9 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
         help="keep fixed the params whose path (e.g. actor.linear_0.weight) matches REGEX (re.search)",
     )
     tr.add_argument("--device", default=None, choices=["cpu", "cuda"], help="device (default cpu)")
+    tr.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="torch CPU threads (default 1, or OMP_NUM_THREADS when set: more threads collapse on a busy "
+                         "machine and gain little on funrl's small ops; use torchrun for more cores -- see funrl.threads)")
     tr.add_argument("--no-compile", action="store_true", help="run eagerly (same numbers up to rounding; slower)")
     tr.add_argument("--out", default=None, help="results folder (default runs/<algo>-<env>-<time>)")
     tr.add_argument("--seed", type=int, default=None, help="base seed; seed i uses fold_in(key(seed), i) (default 0)")
@@ -90,11 +103,18 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int, default=None, help="updates between checkpoints (default 50)")
     tr.add_argument("--no-progress", action="store_true", help="no progress output")
     tr.add_argument("--no-plot", action="store_true", help="do not write learning_curve.png")
+    tr.add_argument("--tensorboard", action="store_true",
+                    help="also write the metrics as TensorBoard scalars in OUT/tensorboard/ "
+                         "(needs pip install 'funrl[tensorboard]'; kept on --resume)")
 
     ev = sub.add_parser("eval", help="run the greedy/mean policy of each seed of a finished run")
     ev.add_argument("dir", help="results folder")
     ev.add_argument("--episodes", type=int, default=10, help="episodes per seed (default 10)")
     ev.add_argument("--seed", type=int, default=12345, help="evaluation seed")
+    ev.add_argument("--video", action="store_true",
+                    help="also write a GIF of each seed's policy to DIR/videos/seed<I>.gif (classic-control envs; "
+                         "needs pip install 'funrl[video]')")
+    ev.add_argument("--video-episodes", type=int, default=1, metavar="N", help="episodes per GIF (default 1)")
 
     pl = sub.add_parser("plot", help="learning curves (IQM ± 95%% CI across seeds) of one or more runs")
     pl.add_argument("dirs", nargs="+", help="results folders")
@@ -208,22 +228,29 @@ def _cmd_algos() -> int:
 
 
 def _cmd_envs() -> int:
-    import funrl
+    from funrl.envs import list_envs
+    from funrl.envs._listing import SPACES
 
-    env_ids = funrl.envs.list_envs()
-    for env_id in env_ids:
-        env, params = funrl.envs.make(env_id)
-        act = env.action_space(params)
-        obs = env.observation_space(params)
-        print(f"{env_id:28} obs {obs!r:44} action {act!r}")
+    for env_id in list_envs():
+        if env_id in SPACES:  # written out: listing must not pay for importing torch
+            obs, act = SPACES[env_id]
+        else:  # registered by the user's code in this process
+            import funrl
+
+            env, params = funrl.envs.make(env_id)
+            obs, act = repr(env.observation_space(params)), repr(env.action_space(params))
+        print(f"{env_id:28} obs {obs:44} action {act}")
+    print(f"{'gymnasium:<ID>':28} any installed gymnasium env, e.g. gymnasium:LunarLander-v3 (stepped on the host, eager)")
     return 0
 
 
 def _train_flag_names(given: dict, overrides: dict, lora: bool) -> dict:
     """How a resume conflict names each of ``funrl.run``'s arguments: the flag that sets it."""
     names = {"algo": "ALGO", "env": "--env", "seeds": "--seeds", "total_steps": "--total-steps", "seed": "--seed",
+             "sweep": "--sweep",
              "device": "--device", "compile": "--no-compile", "checkpoint_every": "--checkpoint-every",
-             "init": "--init", "init_seed": "--init-seed"}
+             "init": "--init", "init_seed": "--init-seed", "threads": "--threads",
+             "tensorboard": "--tensorboard"}
     for k in given.get("env_params") or {}:
         names[f"env_params[{k!r}]"] = f"--env-set {k}"
     for k in overrides:
@@ -243,11 +270,15 @@ def _cmd_train(args) -> int:
     if args.lora is not None:
         overrides["lora_rank"] = args.lora
     env_params = _parse_env_sets(args.env_set)
+    from funrl.sweeps import parse_sweep_args
+
+    sweep = parse_sweep_args(args.sweep) or None
     # only what the user gave: a resumed run checks these against its config.json
     given = {"algo": args.algo, "env": args.env, "seeds": args.seeds, "total_steps": args.total_steps,
              "seed": args.seed, "device": args.device, "compile": False if args.no_compile else None,
              "checkpoint_every": args.checkpoint_every, "init": args.init, "init_seed": args.init_seed,
-             "env_params": env_params or None}
+             "env_params": env_params or None, "sweep": sweep,
+             "tensorboard": True if args.tensorboard else None}
     given = {k: v for k, v in given.items() if v is not None}
     if args.resume is None:
         from funrl.algorithms import get
@@ -255,9 +286,13 @@ def _cmd_train(args) -> int:
         algo = args.algo or "ppo"
         get(algo)  # fail fast on a bad name
         # validate fields and types before anything runs
-        from funrl.algorithms import resolve_config
+        from funrl.algorithms import parse_value, resolve_config
+        from funrl.sweeps import check_single_values, check_sweep
 
-        resolve_config(algo, args.env, args.total_steps, overrides)
+        check_single_values(get(algo), overrides)  # before resolve_config reads "1e-4,3e-4" as a bad float
+        module, _, config = resolve_config(algo, args.env, args.total_steps, overrides)
+        if sweep:
+            check_sweep(module, config, sweep, overrides, parse=parse_value, name="--sweep")
         if args.env is not None or env_params:
             from funrl.algorithms import DEFAULT_ENVS
 
@@ -266,7 +301,8 @@ def _cmd_train(args) -> int:
     from funrl import runner
 
     run_args = dict(runner._RUN_DEFAULTS)
-    run_args.update(given, out=args.out, resume=args.resume, progress=not args.no_progress, plot=not args.no_plot)
+    run_args.update(given, out=args.out, resume=args.resume, progress=not args.no_progress, plot=not args.no_plot,
+                    threads=args.threads)
     # run's own check compares with its defaults; the flags given are checked exactly, named as flags
     result = runner._start(run_args, overrides, given, names=_train_flag_names(given, overrides, args.lora is not None))
     from funrl.distributed import world
@@ -274,21 +310,45 @@ def _cmd_train(args) -> int:
     if world().rank != 0:
         return 0  # under torchrun rank 0 reports for the whole job
     s = result["summary"]
+    settings = s.get("settings") or []
     if result.get("finished"):
         print(f"{result['out']}: the run is already finished (its last checkpoint is the last update and "
               f"summary.json is written); nothing to resume, nothing changed")
+    grid = f" ({len(settings)} settings x {len(settings[0]['seeds'])} seeds)" if settings else ""
     print(
-        f"{s['algo']} on {s['env']}: {s['seeds']} seeds x {s['env_steps_per_seed']:,} steps in {s['wall_time_s']:.1f} s "
-        f"({s['sps']:,.0f} env steps/s summed over seeds)\n"
+        f"{s['algo']} on {s['env']}: {s['seeds']} seeds{grid} x {s['env_steps_per_seed']:,} steps in {s['wall_time_s']:.1f} s "
+        f"({s['sps']:,.0f} env steps/s summed over seeds; {s.get('threads', 1)} torch thread"
+        f"{'s' if s.get('threads', 1) != 1 else ''} per process)\n"
         f"final return: IQM {s['iqm']:.1f} (95% CI {s['ci_low']:.1f} .. {s['ci_high']:.1f}), "
-        f"mean {s['mean']:.1f}, min {s['min']:.1f}, max {s['max']:.1f}\n"
-        f"results: {result['out']}"
+        f"mean {s['mean']:.1f}, min {s['min']:.1f}, max {s['max']:.1f}" + (" (all settings)" if settings else "")
     )
+    for g in settings:
+        print(_setting_line(g))
+    print(f"results: {result['out']}")
     return 0
+
+
+def _setting_line(g: dict) -> str:
+    """One line of a sweep's summary: the setting, its seeds and its IQM with CI."""
+    from funrl.sweeps import setting_label
+
+    seeds = g["seeds"]
+    return (f"  {setting_label(g['values'])} (seeds {seeds[0]}..{seeds[-1]}): IQM {g['iqm']:.1f} "
+            f"(95% CI {g['ci_low']:.1f} .. {g['ci_high']:.1f}), mean {g['mean']:.1f}")
 
 
 def _cmd_eval(args) -> int:
     from funrl.evaluation import evaluate_run
+
+    if args.video:  # first: a run that cannot be filmed fails before the evaluation's wait
+        from funrl.video import record_run
+
+        if args.video_episodes < 1:
+            raise ValueError(f"--video-episodes: expected an int >= 1, got {args.video_episodes}")
+
+        for v in record_run(args.dir, episodes=args.video_episodes, seed=args.seed):
+            print(f"seed {v['seed']}: {v['path']} ({v['frames']} frames, return "
+                  f"{', '.join(f'{r:.1f}' for r in v['returns'])})")
 
     table = evaluate_run(args.dir, episodes=args.episodes, seed=args.seed)
     total = f" of {table['num_updates']:,}" if table.get("num_updates") else ""

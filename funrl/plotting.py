@@ -1,5 +1,7 @@
 """Learning curves across seeds: IQM with a 95% bootstrap band, several runs overlaid.
 
+A sweep run (see :mod:`funrl.sweeps`) gives one curve per setting, over that setting's seeds.
+
 matplotlib is an optional extra (``pip install funrl[plot]``); importing this
 module without it raises an ImportError that says so.
 """
@@ -10,10 +12,10 @@ import os
 
 import numpy as np
 
-from funrl import stats
+from funrl import stats, sweeps
 from funrl.results import load_run
 
-__all__ = ["curve_with_ci", "plot_runs"]
+__all__ = ["curve_with_ci", "learning_curves", "plot_runs"]
 
 
 def _require_matplotlib():
@@ -56,8 +58,61 @@ def curve_with_ci(returns: np.ndarray, confidence: float = 0.95, num_resamples: 
     return center, low, high
 
 
+def learning_curves(directories: list[str], metric: str = "episode_return") -> list[dict]:
+    """The curves :func:`plot_runs` draws: one per results folder, or one per setting of a sweep run.
+
+    Args:
+      directories: results folders written by ``funrl train`` / ``funrl.run``.
+      metric: the metrics.csv column.  For ``episode_return``, an update in which a
+        seed finished no episode carries that seed's previous value forward, and
+        updates before every seed of the curve finished one are left out.
+
+    Returns:
+      one dict per curve: ``label``, ``env``, ``directory``, ``values`` (dict of the
+      setting, None outside a sweep), ``seeds`` (the seed indices it pools),
+      ``x`` (env steps per seed ``[U']``) and ``iqm``, ``low``, ``high`` ``[U']``
+      (:func:`curve_with_ci` across its seeds).
+    """
+    curves = []
+    for d in directories:
+        run = load_run(d)
+        if metric not in run["metrics"]:
+            raise ValueError(f"metric: {metric!r} is not in {d}/metrics.csv (columns: {list(run['metrics'])})")
+        values = run["metrics"][metric].numpy()
+        episodes = run["metrics"].get("episodes")
+        x_all = run["env_steps"].numpy()
+        carry = episodes is not None and metric == "episode_return"
+        if carry:
+            # updates with no finished episode report 0: carry the last value forward instead
+            ep = episodes.numpy()
+            values = values.copy()
+            for s in range(values.shape[0]):
+                last = np.nan
+                for u in range(values.shape[1]):
+                    if ep[s, u] > 0:
+                        last = values[s, u]
+                    values[s, u] = last
+        cfg = run["config"]
+        name = os.path.basename(os.path.normpath(d))
+        groups = sweeps.setting_groups(cfg) or [{"values": None, "seeds": list(range(values.shape[0]))}]
+        for g in groups:
+            v, x = values[g["seeds"]], x_all  # [seeds of the curve, updates]
+            if carry:
+                keep = ~np.isnan(v).any(axis=0)
+                v, x = v[:, keep], x[keep]
+            if len(x) == 0:
+                continue
+            center, low, high = curve_with_ci(v)
+            what = cfg["algo"] if g["values"] is None else f"{cfg['algo']} {sweeps.setting_label(g['values'])}"
+            curves.append({"label": f"{what} ({len(g['seeds'])} seeds) — {name}", "env": cfg["env"], "directory": d,
+                           "values": g["values"], "seeds": g["seeds"], "x": x, "iqm": center, "low": low, "high": high})
+    return curves
+
+
 def plot_runs(directories: list[str], out_file: str, metric: str = "episode_return", title: str | None = None) -> str:
-    """Plot one learning curve per results folder (IQM ± 95% CI across seeds) into ``out_file``.
+    """Plot the learning curves of results folders (IQM ± 95% CI across seeds) into ``out_file``.
+
+    One curve per folder, or per setting of a sweep run (see :func:`learning_curves`).
 
     Args:
       directories: results folders written by ``funrl train`` / ``funrl.run``.
@@ -69,35 +124,13 @@ def plot_runs(directories: list[str], out_file: str, metric: str = "episode_retu
       ``out_file``.
     """
     plt = _require_matplotlib()
+    curves = learning_curves(directories, metric)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     envs = []
-    for d in directories:
-        run = load_run(d)
-        if metric not in run["metrics"]:
-            raise ValueError(f"metric: {metric!r} is not in {d}/metrics.csv (columns: {list(run['metrics'])})")
-        values = run["metrics"][metric].numpy()
-        episodes = run["metrics"].get("episodes")
-        x = run["env_steps"].numpy()
-        if episodes is not None and metric == "episode_return":
-            # updates with no finished episode report 0: carry the last value forward instead
-            ep = episodes.numpy()
-            values = values.copy()
-            for s in range(values.shape[0]):
-                last = np.nan
-                for u in range(values.shape[1]):
-                    if ep[s, u] > 0:
-                        last = values[s, u]
-                    values[s, u] = last
-            keep = ~np.isnan(values).any(axis=0)
-            values, x = values[:, keep], x[keep]
-        if len(x) == 0:
-            continue
-        center, low, high = curve_with_ci(values)
-        cfg = run["config"]
-        label = f"{cfg['algo']} ({cfg['seeds']} seeds) — {os.path.basename(os.path.normpath(d))}"
-        (line,) = ax.plot(x, center, label=label, linewidth=1.6)
-        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
-        envs.append(cfg["env"])
+    for c in curves:
+        (line,) = ax.plot(c["x"], c["iqm"], label=c["label"], linewidth=1.6)
+        ax.fill_between(c["x"], c["low"], c["high"], color=line.get_color(), alpha=0.25, linewidth=0)
+        envs.append(c["env"])
     ax.set_xlabel("environment steps per seed")
     ax.set_ylabel(f"{metric.replace('_', ' ')} (IQM, 95% bootstrap CI)")
     ax.set_title(title or ", ".join(sorted(set(envs))))

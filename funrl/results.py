@@ -293,15 +293,22 @@ def load_run(directory: str) -> dict:
 
 # ------------------------------------------------------------------ checkpoints
 def write_checkpoint(manager: ckpt.CheckpointManager, metrics_csv: MetricsCSV, update: int, state, metrics: dict,
-                     first: int) -> None:
+                     first: int, loggers=()) -> None:
     """Append the rows of updates ``first + 1 .. update`` to metrics.csv, then save checkpoint ``update``.
 
     The checkpoint holds the state and only those updates' metrics (leaves
     ``[S, update - first]``; ``history_from`` and ``metrics_axes`` in its
     metadata): the earlier rows are in metrics.csv, which already holds every
     row a checkpoint needs when it is written.
+
+    Args:
+      loggers: other writers of the same rows (``logger.log(metrics, first)``, e.g.
+        :class:`funrl.tensorboard_logger.TensorBoardLogger`), called after metrics.csv's
+        append and before the checkpoint.
     """
     metrics_csv.append(metrics, first)
+    for logger in loggers:
+        logger.log(metrics, first)
     manager.save(update, {"state": state, "history": metrics},
                  metadata={"update": update, "history_from": first, "metrics_axes": METRICS_AXES})
 

@@ -65,10 +65,12 @@ import torch
 
 import funrl
 from funrl import checkpoint as ckpt
-from funrl import distributed, results, stats, transfer, tree
+from funrl import distributed, results, stats, sweeps, transfer, tree
 from funrl.algorithms import get, parse_value, resolve_config
 from funrl.algorithms.common import Driver, check_hparams, seed_keys
 from funrl.results import CONFIG_JSON_KEYS, final_returns, load_run, read_config_json
+from funrl.tensorboard_logger import TensorBoardLogger, require_tensorboard
+from funrl.threads import check_threads, using_threads
 
 __all__ = ["run", "check_finite", "check_resume_args", "resume_conflicts", "Diverged", "resolve_config", "parse_value",
            "seed_keys", "final_returns", "chunk_returns", "load_run", "read_config_json", "CONFIG_JSON_KEYS"]
@@ -272,6 +274,9 @@ def run(
     init: str | None = None,
     init_seed: int | None = None,
     env_params: dict | None = None,
+    sweep: dict | None = None,
+    threads: int | None = None,
+    tensorboard: bool = False,
     **overrides,
 ) -> dict:
     """Train ``seeds`` seeds of ``algo`` on ``env`` and write a results folder.
@@ -287,7 +292,7 @@ def run(
       seed: base seed; seed i uses ``fold_in(key(seed), i)``.
       resume: a results folder to continue from its newest good checkpoint.  Its
         config.json fixes algo, env, seeds, seed, total_steps, the config (``**overrides``),
-        hparams, init, init_seed, env_params, device, compile, checkpoint_every and
+        hparams, sweep, init, init_seed, env_params, device, compile, checkpoint_every and
         chunk_size: an argument given with a value other than its default that differs
         from the stored one is a ``ValueError`` naming it.  A finished run (its newest
         checkpoint at the last update and summary.json written) is left unchanged: the
@@ -304,6 +309,17 @@ def run(
         ``init_seed``; None (default): seed for seed (the seed counts must match).
       env_params: overrides for :func:`funrl.envs.make` (e.g. ``{"length": 1.0,
         "masspole": 0.2}`` for a longer, heavier CartPole pole).
+      sweep: a grid of batchable hyper-parameters, name -> list of values (e.g.
+        ``{"learning_rate": [1e-4, 3e-4]}``; several names: their Cartesian product).
+        ``seeds`` is then per setting: the run trains ``settings x seeds`` seeds, setting-major
+        (seeds ``k*seeds .. k*seeds+seeds-1`` are setting k), and summary.json adds
+        ``"settings"`` (see :mod:`funrl.sweeps`).
+      threads: torch CPU threads while the run trains (restored afterwards); None:
+        1, or ``OMP_NUM_THREADS`` when set -- one thread per process degrades in
+        proportion on a busy machine where more collapse (see :mod:`funrl.threads`).
+        Not stored for resume: results agree across thread counts up to reassociation.
+      tensorboard: also write the metrics as TensorBoard scalars in ``<out>/tensorboard/``
+        (needs ``pip install 'funrl[tensorboard]'``; see :mod:`funrl.tensorboard_logger`).
       **overrides: Config fields, e.g. ``freeze=r"^actor\\.linear_0\\."`` (a regex over
         param paths kept fixed in training; see ``funrl.algorithms.common.param_paths``).
 
@@ -330,7 +346,8 @@ def run(
     """
     args = dict(algo=algo, env=env, seeds=seeds, total_steps=total_steps, out=out, device=device, compile=compile,
                 seed=seed, resume=resume, checkpoint_every=checkpoint_every, chunk_size=chunk_size, progress=progress,
-                plot=plot, hparams=hparams, init=init, init_seed=init_seed, env_params=env_params)
+                plot=plot, hparams=hparams, init=init, init_seed=init_seed, env_params=env_params, threads=threads,
+                sweep=sweep, tensorboard=tensorboard)
     # with resume, an argument given a value other than its default must agree with the stored run
     given = {k: args[k] for k in _RESUMED_ARGS if not _is_default(args[k], _RUN_DEFAULTS[k])}
     return _start(args, overrides, given)
@@ -345,8 +362,11 @@ def _start(args: dict, overrides: dict, given: dict, names: dict | None = None) 
 
     ``names``: how errors name arguments (the command line passes its flags).
     """
-    with distributed.context() as ctx:
-        return _run(ctx, _Settings(**args, overrides=dict(overrides)), given, names)
+    threads = check_threads(args.get("threads"), (names or {}).get("threads", "threads"))
+    with distributed.context() as ctx, using_threads(threads):
+        result = _run(ctx, _Settings(**args, overrides=dict(overrides)), given, names)
+    result["threads"] = threads
+    return result
 
 
 _RUN_DEFAULTS = {p.name: p.default for p in inspect.signature(run).parameters.values() if p.default is not p.empty}
@@ -373,6 +393,9 @@ class _Settings:
     init: str | None
     init_seed: int | None
     env_params: dict | None
+    sweep: dict | None
+    threads: int | None
+    tensorboard: bool
     overrides: dict
 
 
@@ -402,6 +425,8 @@ def _run(ctx, s: _Settings, given: dict, names: dict | None) -> dict:
     process writes files (``ctx.on_main``), every process trains its block of seeds."""
     if s.resume is not None:
         s = _resumed_settings(ctx, s, given, names)
+    elif s.sweep is not None:
+        s = _swept_settings(s)
     _check_settings(s, ctx.world)
     job, state = _setup(ctx, s)
     start, earlier = 0, None
@@ -423,7 +448,7 @@ def _run(ctx, s: _Settings, given: dict, names: dict | None) -> dict:
 # ------------------------------------------------------------------ settings
 #: run()'s arguments that a resumed run takes from config.json (given ones must agree with it)
 _RESUMED_ARGS = ("algo", "env", "seeds", "total_steps", "device", "compile", "seed", "checkpoint_every",
-                 "chunk_size", "hparams", "init", "init_seed", "env_params")
+                 "chunk_size", "hparams", "init", "init_seed", "env_params", "sweep", "tensorboard")
 
 
 def _resumed_settings(ctx, s: _Settings, given: dict, names: dict | None) -> _Settings:
@@ -446,11 +471,21 @@ def _resumed_settings(ctx, s: _Settings, given: dict, names: dict | None) -> _Se
         compile=saved.get("compile", s.compile), device=saved.get("device", s.device),
         checkpoint_every=saved.get("checkpoint_every", s.checkpoint_every),
         chunk_size=saved.get("chunk_size", s.chunk_size),
+        sweep=saved.get("sweep"), tensorboard=saved.get("tensorboard", s.tensorboard),
     )
 
 
+def _swept_settings(s: _Settings) -> _Settings:
+    """A sweep's settings: ``seeds`` counts every setting's seeds and ``hparams`` holds each seed's setting."""
+    module, _, config = resolve_config(s.algo, s.env, s.total_steps, s.overrides)
+    seeds, hparams, sweep = sweeps.plan(module, config, s.sweep, s.seeds, s.overrides, s.hparams, parse=parse_value)
+    return dataclasses.replace(s, seeds=seeds, hparams=hparams, sweep=sweep)
+
+
 def _check_settings(s: _Settings, w: distributed.World) -> None:
-    """Raise a ValueError naming the first setting that cannot run."""
+    """Raise a ValueError (an ImportError for a missing extra) naming the first setting that cannot run."""
+    if s.tensorboard:
+        require_tensorboard()  # before anything runs or a folder is made
     if s.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
     for name in ("seeds", "checkpoint_every", "chunk_size"):
@@ -474,7 +509,8 @@ def resume_conflicts(saved: dict, given: dict, overrides: dict | None = None) ->
     Args:
       saved: the run's config.json.
       given: ``run()`` argument names (see ``_RESUMED_ARGS``) -> the values given.
-        A dict argument (``hparams``, ``env_params``) is compared key by key.
+        A dict argument (``hparams``, ``env_params``) is compared key by key; ``sweep``
+        as a whole grid, and for a sweep run ``seeds`` is per setting.
       overrides: Config fields -> values (strings are parsed as on the command line).
 
     Returns:
@@ -483,10 +519,12 @@ def resume_conflicts(saved: dict, given: dict, overrides: dict | None = None) ->
     """
     cfg = saved.get("config") or {}
     init = saved.get("init") or {}
-    stored = {"algo": saved.get("algo"), "env": saved.get("env"), "seeds": saved.get("seeds"), "seed": saved.get("seed"),
+    # a sweep's seeds are per setting (config.json's "seeds" counts them all)
+    seeds = (saved.get("sweep") or {}).get("seeds_per_setting", saved.get("seeds"))
+    stored = {"algo": saved.get("algo"), "env": saved.get("env"), "seeds": seeds, "seed": saved.get("seed"),
               "total_steps": cfg.get("total_timesteps"), "init": init.get("dir"), "init_seed": init.get("seed")}
     # keys older config.json files lack: nothing stored, nothing to conflict with
-    for k in ("device", "compile", "checkpoint_every", "chunk_size"):
+    for k in ("device", "compile", "checkpoint_every", "chunk_size", "tensorboard"):
         if k in saved:
             stored[k] = saved[k]
     out = []
@@ -498,6 +536,10 @@ def resume_conflicts(saved: dict, given: dict, overrides: dict | None = None) ->
                 vn = torch.as_tensor(v).tolist() if name == "hparams" else v
                 if k not in have or _norm(vn) != _norm(have[k]):
                     out.append((f"{name}[{k!r}]", have.get(k), v))
+            continue
+        if name == "sweep":
+            if not sweeps.same_grid(saved.get("sweep"), value):
+                out.append(("sweep", (saved.get("sweep") or {}).get("grid"), value))
             continue
         if name not in stored:
             continue
@@ -558,6 +600,12 @@ def _setup(ctx, s: _Settings) -> tuple[_Job, Any]:
     compile = s.compile and getattr(module, "COMPILE", True)
     make_env = getattr(module, "make_env", funrl.envs.make)  # LM algorithms take a task from funrl.lm.tasks
     env, env_params = make_env(env_id, **dict(s.env_params or {}))
+    if compile and not getattr(env, "COMPILE", True):
+        # "gymnasium:ID" envs step on the host (funrl/envs/gymnasium_env.py): such runs stay eager
+        compile = False
+        if s.progress and w.main:
+            print(f"[{s.algo}/{env_id}] note: {env_id} steps gymnasium on the host; training runs eagerly "
+                  "(compile off)", file=sys.stderr, flush=True)
     env_params = tree.map(lambda x: x.to(dev) if isinstance(x, torch.Tensor) else x, env_params)
     driver = Driver(module.make_algorithm, config, env, env_params, compile=compile)
     # the processes' clocks may name different folders: rank 0's name counts
@@ -617,11 +665,13 @@ def _write_config(job: _Job) -> None:
         "config": dataclasses.asdict(job.config),
         "hparams": {k: torch.as_tensor(v).tolist() for k, v in (s.hparams or {}).items()},
         "env_params": dict(s.env_params or {}),
+        "sweep": s.sweep,
         "init": job.init_info,
         "device": s.device,
         "compile": job.compile,
         "checkpoint_every": s.checkpoint_every,
         "chunk_size": s.chunk_size,
+        "tensorboard": bool(s.tensorboard),
         "num_updates": job.driver.num_updates,
         "steps_per_update": job.driver.steps_per_update,
         "processes": len(job.blocks),
@@ -668,20 +718,26 @@ def _train(ctx, job: _Job, state, update: int):
     Returns:
       ``(state, full_state, segments)``: see :func:`_checkpoint_loop`.
     """
-    s = job.settings
-    bar = _Progress(f"{s.algo}/{job.env_id}", job.driver.num_updates, job.driver.steps_per_update, s.seeds,
-                    s.progress and ctx.world.main, start_update=update, compile=job.compile)
+    s, main = job.settings, ctx.world.main
+    # TensorBoard gets metrics.csv's rows as they are appended (main process only)
+    loggers = [TensorBoardLogger(os.path.join(job.out, "tensorboard"), job.driver.steps_per_update, update)
+               ] if s.tensorboard and main else []
+    label = f"{s.algo}/{job.env_id}" + (f" sweep of {sweeps.describe(s.sweep)}" if s.sweep else "")
+    bar = _Progress(label, job.driver.num_updates, job.driver.steps_per_update, s.seeds, s.progress and main,
+                    start_update=update, compile=job.compile)
     callback = distributed.with_failure_hook(_chunk_callback(job, bar), ctx.world)
     try:
         with _sigterm_as_keyboard_interrupt():
-            return _checkpoint_loop(ctx, job, state, update, callback)
+            return _checkpoint_loop(ctx, job, state, update, callback, loggers)
     except KeyboardInterrupt:
         bar.close()
-        if ctx.world.main:
+        if main:
             print(f"\ninterrupted; resume with: funrl train --resume {job.out}", file=sys.stderr, flush=True)
         raise
     finally:
         bar.close()
+        for logger in loggers:
+            logger.close()
 
 
 def _chunk_callback(job: _Job, bar: _Progress):
@@ -702,12 +758,13 @@ def _chunk_callback(job: _Job, bar: _Progress):
     return callback
 
 
-def _checkpoint_loop(ctx, job: _Job, state, update: int, callback):
+def _checkpoint_loop(ctx, job: _Job, state, update: int, callback, loggers=()):
     """Train from ``update`` to the end, checkpointing every ``checkpoint_every`` updates.
 
     At each checkpoint the main process appends the new updates' rows to
-    metrics.csv, then saves the state (every seed's, gathered) with those
-    updates' metrics.  An error on any process stops every process there.
+    metrics.csv (and hands them to ``loggers``), then saves the state (every
+    seed's, gathered) with those updates' metrics.  An error on any process
+    stops every process there.
 
     Returns:
       ``(state, full_state, segments)``: this process's state, the whole state
@@ -730,8 +787,8 @@ def _checkpoint_loop(ctx, job: _Job, state, update: int, callback):
         if ctx.world.main:
             metrics = {k: v.detach().cpu() for k, v in metrics.items()}
             segments.append(metrics)
-        ctx.on_main(lambda: results.write_checkpoint(job.manager, job.metrics_csv, update, full_state, metrics, first),
-                    broadcast=False)
+        ctx.on_main(lambda: results.write_checkpoint(job.manager, job.metrics_csv, update, full_state, metrics, first,
+                                                     loggers), broadcast=False)
     return state, full_state, segments
 
 
@@ -822,7 +879,10 @@ def _write_summary(job: _Job, metrics: dict, start: int, wall: float) -> dict:
         "sps": (driver.num_updates - start) * driver.steps_per_update * s.seeds / max(wall, 1e-9),
         "resumed_from_update": start if s.resume else None,
         "processes": len(job.blocks),
+        "threads": torch.get_num_threads(),  # per process
     })
+    if s.sweep:
+        summary["settings"] = sweeps.summarize_settings(finals, s.sweep)
     results.write_summary_json(job.out, summary)
     if s.plot:
         try:

@@ -44,7 +44,27 @@ def test_train_help_lists_every_config_field_with_default():
 
     out = funrl_cli("train", "ppo", "--help").stdout
     for f in ppo.Config.__dataclass_fields__:
-        assert f"{f} = {getattr(ppo.Config(), f)!r}" in out
+        assert f"{f} = " in out
+    assert "clip_coef = 0.2" in out and "ratio clip range (batchable)" in out  # default and its comment
+    assert "total_timesteps = 500_000" in out
+
+
+@pytest.mark.parametrize("algo", sorted(__import__("funrl.algorithms").algorithms.ALGORITHMS))
+def test_config_read_from_source_equals_the_dataclass(algo):
+    """train --help reads Config from the source (no torch): same fields, order, defaults and HYPERPARAMS."""
+    import ast
+    import dataclasses
+
+    from funrl._config_source import config_fields, hyperparams
+    from funrl.algorithms import ALGORITHMS, get
+
+    module = get(algo)
+    read = config_fields(ALGORITHMS[algo])
+    assert [f.name for f in read] == [f.name for f in dataclasses.fields(module.Config)]
+    for f in read:
+        assert ast.literal_eval(f.default) == getattr(module.Config(), f.name), f
+        assert f.comment, f"{algo}.Config.{f.name} has no #: comment for --help"
+    assert hyperparams(ALGORITHMS[algo]) == tuple(getattr(module, "HYPERPARAMS", ()))
 
 
 @pytest.mark.parametrize(
@@ -207,12 +227,19 @@ def test_chunk_returns_weights_by_episodes_and_marks_seeds_without_episodes():
     assert out[2].item() == 5.0
 
 
-def test_help_and_algos_start_without_importing_torch():
-    """funrl --help and funrl algos answer at once: they import neither torch nor an algorithm."""
+def test_help_algos_envs_start_without_importing_torch():
+    """funrl --help, algos, envs and train [ALGO] --help answer at once: they import neither torch nor an algorithm."""
     import subprocess
     import sys
 
-    for args, shown in ((["--help"], "algos"), (["algos"], "grpo       default env random-walks")):
+    cases = (
+        (["--help"], "algos"),
+        (["algos"], "grpo       default env random-walks"),
+        (["envs"], "CartPole-v1                  obs Box([-4.8, -inf, -0.41887903, -inf]"),
+        (["train", "--help"], "clip_coef = 0.2"),
+        (["train", "sac", "--help"], "policy_lr = 3e-4"),
+    )
+    for args, shown in cases:
         code = (
             "import sys\nfrom funrl.cli import main\n"
             f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"

@@ -409,3 +409,14 @@ def test_box_repr_prints_the_shortest_numbers_that_read_back_in_its_dtype():
     assert numbers and all(torch.tensor(v, dtype=torch.float32) in box.high.abs() for v in map(abs, numbers))
     assert repr(funrl.envs.spaces.Box(-2.0, 2.0, (1,))) == "Box(-2.0, 2.0, (1,), torch.float32)"
     assert repr(funrl.envs.spaces.Box(0.1, 0.3, (1,), dtype=torch.float64)) == "Box(0.1, 0.3, (1,), torch.float64)"
+
+
+def test_listing_table_equals_the_live_spaces():
+    """`funrl envs` prints funrl.envs._listing (no torch import); it must equal every env's live spaces."""
+    from funrl.envs._listing import SPACES
+
+    assert sorted(SPACES) == registry.list_envs()
+    for env_id, (obs, act) in SPACES.items():
+        env, params = registry.make(env_id)
+        # regenerate: {i: (repr(e.observation_space(p)), repr(e.action_space(p))) for each id}
+        assert (repr(env.observation_space(params)), repr(env.action_space(params))) == (obs, act), env_id

@@ -28,7 +28,7 @@ import math
 from types import ModuleType
 from typing import Any
 
-__all__ = ["ALGORITHMS", "DEFAULT_ENVS", "get", "list_algorithms", "resolve_config", "parse_value"]
+__all__ = ["ALGORITHMS", "DEFAULT_ENVS", "get", "list_algorithms", "module_path", "resolve_config", "parse_value"]
 
 #: name -> module path
 ALGORITHMS: dict[str, str] = {
@@ -74,11 +74,20 @@ def get(name: str) -> ModuleType:
     Raises:
       ValueError: unknown name (the message lists the known ones and close matches).
     """
+    return importlib.import_module(module_path(name))
+
+
+def module_path(name: str) -> str:
+    """The module path of the algorithm called ``name``, without importing it.
+
+    Raises:
+      ValueError: unknown name (the message lists the known ones and close matches).
+    """
     if not isinstance(name, str) or name.lower() not in ALGORITHMS:
         close = difflib.get_close_matches(str(name).lower(), list(ALGORITHMS), n=2)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"algo: unknown algorithm {name!r}{hint}; known: {', '.join(ALGORITHMS)}")
-    return importlib.import_module(ALGORITHMS[name.lower()])
+    return ALGORITHMS[name.lower()]
 
 
 def parse_value(field: dataclasses.Field, default: Any, text: str):

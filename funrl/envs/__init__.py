@@ -2,7 +2,7 @@
 
 ``make(env_id)`` returns ``(env, params)``; ``env.reset(key, params)`` and
 ``env.step(key, state, action, params)`` are pure functions that vmap and
-compile.  Importing this package imports no environment module: entries are
+compile.  Importing this package imports no environment module (nor torch): entries are
 loaded by :func:`make`, and the tabular/gymnasium helpers on first attribute
 access.  :mod:`funrl.envs.probes` holds probe environments with known answers
 for debugging agents.
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-from funrl.envs import spaces
-from funrl.envs.core import Environment, make_step_fn, select_tree, vmap_reset, vmap_step
+# the registry imports torch only in make(): `funrl envs` lists ids without it; the rest is lazy too
 from funrl.envs.registry import EnvSpec, list_envs, make, register, spec
 
 __all__ = [
@@ -38,6 +37,11 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Environment": ("funrl.envs.core", "Environment"),
+    "make_step_fn": ("funrl.envs.core", "make_step_fn"),
+    "select_tree": ("funrl.envs.core", "select_tree"),
+    "vmap_reset": ("funrl.envs.core", "vmap_reset"),
+    "vmap_step": ("funrl.envs.core", "vmap_step"),
     "FiniteMDP": ("funrl.envs.tabular", "FiniteMDP"),
     "random_mdp": ("funrl.envs.tabular", "random_mdp"),
     "to_gymnasium": ("funrl.envs.gymnasium", "to_gymnasium"),
@@ -45,7 +49,8 @@ _LAZY = {
     "from_gymnasium": ("funrl.envs.gymnasium", "from_gymnasium"),
 }
 _LAZY_MODULES = {
-    "wrappers", "tabular", "gymnasium", "rendering", "cartpole", "pendulum", "mountain_car", "acrobot", "probes",
+    "spaces", "core", "wrappers", "tabular", "gymnasium", "gymnasium_env", "rendering", "cartpole", "pendulum",
+    "mountain_car", "acrobot", "probes",
 }
 
 

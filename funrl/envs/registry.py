@@ -12,8 +12,6 @@ import importlib
 import inspect
 from typing import Any
 
-import torch
-
 __all__ = ["EnvSpec", "register", "make", "spec", "list_envs"]
 
 
@@ -85,8 +83,10 @@ def _constructor_args(cls) -> set[str]:
     }
 
 
-def _check_param_range(k, v: torch.Tensor, cls, env_id: str) -> None:
+def _check_param_range(k, v, cls, env_id: str) -> None:
     """Overrides of positive params (and ``max_episode_steps``) must be in range (all values of a batch)."""
+    import torch
+
     if torch._C._functorch.is_functorch_wrapped_tensor(v) or v.numel() == 0:
         return  # values under vmap/grad cannot be read
     if k == "max_episode_steps" or k in getattr(cls, "POSITIVE_PARAMS", ()):
@@ -101,6 +101,8 @@ def _check_param_range(k, v: torch.Tensor, cls, env_id: str) -> None:
 
 
 def _override(params, overrides: dict, valid_extra: set[str], env_id: str, cls=None):
+    import torch
+
     fields = {f.name for f in dataclasses.fields(params)}
     unknown = [k for k in overrides if k not in fields]
     if unknown:
@@ -146,12 +148,12 @@ def _override(params, overrides: dict, valid_extra: set[str], env_id: str, cls=N
     return dataclasses.replace(params, **new)
 
 
-def make(env_id: str, dtype: torch.dtype = torch.float32, **overrides: Any):
+def make(env_id: str, dtype=None, **overrides: Any):
     """Make an environment and its default params.
 
     Args:
       env_id: a registered id (see :func:`list_envs`), e.g. ``"CartPole-v1"``.
-      dtype: float dtype of params, states and observations (float32 or float64).
+      dtype: float dtype of params, states and observations (float32 or float64; None: float32).
       **overrides: keyword arguments of the env class's constructor (e.g.
         ``map_name="8x8"``) go to the constructor; the rest replace param
         fields (e.g. ``length=0.7``, ``max_episode_steps=100``) and may be
@@ -159,6 +161,10 @@ def make(env_id: str, dtype: torch.dtype = torch.float32, **overrides: Any):
         per env, e.g. ``length=torch.linspace(0.25, 1.0, N)``) batches the
         params: every other leaf is repeated N times, ready for
         :func:`funrl.envs.vmap_step` with ``batched_params=True``.
+
+    ``env_id = "gymnasium:<ID>"`` makes any installed gymnasium env a funrl
+    env stepped on the host (:mod:`funrl.envs.gymnasium_env`; not vmapped or
+    compiled end to end); its ``overrides`` go to ``gymnasium.make``.
 
     Returns:
       ``(env, params)``.
@@ -169,7 +175,15 @@ def make(env_id: str, dtype: torch.dtype = torch.float32, **overrides: Any):
         and the env's ``POSITIVE_PARAMS`` (e.g. CartPole's ``length``) must be
         > 0, its ``NONNEGATIVE_PARAMS`` >= 0 (every value of a batched override).
     """
+    # torch is imported here, not at the top: `funrl envs` lists the registry without it
+    import torch
+
+    if isinstance(env_id, str) and env_id.startswith("gymnasium:"):
+        from funrl.envs.gymnasium_env import make_gymnasium
+
+        return make_gymnasium(env_id, torch.float32 if dtype is None else dtype, **overrides)
     s = spec(env_id)
+    dtype = torch.float32 if dtype is None else dtype
     if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         raise TypeError(f"dtype: expected a torch floating dtype, got {dtype!r}")
     cls = getattr(importlib.import_module(s.module), s.cls)
