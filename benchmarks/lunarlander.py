@@ -107,11 +107,11 @@ def run_funrl(env_id: str, config, seeds: int, seed: int, last: int, runs_dir: s
     result = funrl.run("dqn", env=f"gymnasium:{env_id}", seeds=seeds, seed=seed, total_steps=config.total_timesteps,
                        out=out, progress=True, plot=False, checkpoint_every=10**9, compile=compile, **fields)
     wall = time.perf_counter() - t0
-    m = result["metrics"]
-    per_seed = [trailing_mean(m["episode_return"][:, s].double().numpy(), m["episodes"][:, s].double().numpy(), last)
+    m = result["metrics"]  # [seeds, updates]
+    per_seed = [trailing_mean(m["episode_return"][s].double().numpy(), m["episodes"][s].double().numpy(), last)
                 for s in range(seeds)]
     return {"per_seed_return": per_seed, "return": float(np.mean(per_seed)), "wall_s": wall,
-            "episodes": [int(m["episodes"][:, s].sum()) for s in range(seeds)], "compile": compile,
+            "episodes": [int(m["episodes"][s].sum()) for s in range(seeds)], "compile": compile,
             "results_folder": out if runs_dir else None}
 
 
