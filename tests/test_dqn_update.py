@@ -1,0 +1,148 @@
+"""DQN's gradient steps and target updates against CleanRL's ``dqn.py`` formulas in plain torch.
+
+The reference is an ``nn.Sequential`` copy of funrl's initial Q-network, a
+``copy.deepcopy`` of it as the target network and ``torch.optim.Adam`` (with
+funrl's ``adam_eps``); it replays, on the transitions that funrl sampled
+(recomputed from the learner's key with ``replay.sample_indices``), four
+gradient steps of CleanRL's update::
+
+    target_max = target_network(next_obs).max(dim=1)            # double_q: target at argmax of online
+    td_target  = reward + gamma * target_max * (1 - terminated)
+    loss       = F.mse_loss(td_target, q_network(obs).gather(1, action))   # huber: F.smooth_l1_loss
+    loss.backward(); [clip_grad_norm_]; optimizer.step()
+    every target_network_frequency steps: target <- tau * online + (1 - tau) * target
+
+``terminated`` is recomputed from the stored next observation with CartPole's
+bounds, not read from the buffer; a pole that falls at 0.1 rad and episodes cut
+at 10 steps make the sampled batches hold terminations *and* truncations
+(which must bootstrap).
+The second and later steps have a target network unlike the online one (tau
+0.3), so online vs target and the Double-DQN selector matter; non-default
+gamma, tau, learning rate and Adam eps make a wrong coefficient visible, and
+the gradient clip is active when set.
+
+Mutations of ``funrl/algorithms/dqn.py`` this module catches (each applied
+alone; see the report of the ``updates`` helper, issue 13 item 6):
+``gamma * (1 - terminated)`` -> ``gamma``; ``-> 1.0 * (1 - terminated)``;
+target net -> online net for ``q_t``; Double-DQN selector from the target net;
+huber <-> mse swapped; ``(td * td).mean()`` -> ``0.5 * (td * td).mean()``;
+Adam without ``adam_eps``; ``max_grad_norm`` ignored; tau ignored (hard copy);
+target update from the pre-step params; ``terminated | truncated`` stored;
+the auto-reset observation stored as ``next_obs``; learning from ``>``
+instead of ``>=`` learning_starts; ``max`` -> ``min`` in
+``losses.value_learning.q_learning``.
+"""
+
+from __future__ import annotations
+
+import copy
+import pytest
+import torch
+import torch.nn.functional as F
+
+from funrl import random as jr
+from funrl.algorithms import dqn, replay
+from funrl.envs import make
+
+GAMMA, TAU, LR, EPS, BATCH = 0.9, 0.3, 0.01, 1e-3, 32
+# a pole that falls at 0.1 rad (gymnasium: 12 degrees) and episodes cut at 10 steps: terminations *and* truncations
+X_THRESHOLD, THETA_THRESHOLD, MAX_STEPS = 2.4, 0.1, 10
+
+
+def _module(mlp_params) -> torch.nn.Sequential:
+    """The funrl MLP ``{"linear_i": {"weight", "bias"}}`` (relu between layers) as an nn.Sequential."""
+    layers = []
+    n = len(mlp_params)
+    for i in range(n):
+        p = mlp_params[f"linear_{i}"]
+        lin = torch.nn.Linear(p["weight"].shape[1], p["weight"].shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(p["weight"])
+            lin.bias.copy_(p["bias"])
+        layers.append(lin)
+        if i < n - 1:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def _as_funrl(module: torch.nn.Sequential) -> dict:
+    """The nn.Sequential's weights in funrl's ``{"linear_i": ...}`` layout."""
+    linears = [m for m in module if isinstance(m, torch.nn.Linear)]
+    return {f"linear_{i}": {"weight": m.weight.detach(), "bias": m.bias.detach()} for i, m in enumerate(linears)}
+
+
+def _cleanrl_step(q_network, target_network, optimizer, batch, loss_name, double_q, max_grad_norm):
+    """One CleanRL gradient step on ``batch``; returns the loss and the TD errors."""
+    with torch.no_grad():
+        q_next = target_network(batch["next_obs"])
+        if double_q:
+            target_max = q_next.gather(1, q_network(batch["next_obs"]).argmax(1, keepdim=True)).squeeze(1)
+        else:
+            target_max, _ = q_next.max(dim=1)
+        td_target = batch["reward"] + GAMMA * target_max * (1 - batch["terminated"])
+    old_val = q_network(batch["obs"]).gather(1, batch["action"][:, None]).squeeze(1)
+    loss = F.smooth_l1_loss(old_val, td_target) if loss_name == "huber" else F.mse_loss(td_target, old_val)
+    optimizer.zero_grad()
+    loss.backward()
+    if max_grad_norm is not None:
+        norm = torch.nn.utils.clip_grad_norm_(q_network.parameters(), max_grad_norm)
+        assert norm > max_grad_norm  # the clip is active
+    optimizer.step()
+    return loss.detach(), (td_target - old_val).detach()
+
+
+@pytest.mark.parametrize(
+    "loss_name, double_q, max_grad_norm",
+    [("mse", False, None), ("mse", True, 0.5), ("huber", False, 0.5), ("huber", True, None)],
+)
+def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, max_grad_norm):
+    env, env_params = make("CartPole-v1", max_episode_steps=MAX_STEPS, theta_threshold_radians=THETA_THRESHOLD)
+    E, F_ = 2, 4  # 8 env steps per update
+    config = dqn.Config(
+        total_timesteps=40, num_envs=E, train_frequency=F_, learning_starts=16, target_network_frequency=16,
+        buffer_size=64, batch_size=BATCH, learning_rate=LR, adam_eps=EPS, gamma=GAMMA, tau=TAU,
+        hidden_sizes=(16, 16), loss=loss_name, double_q=double_q, max_grad_norm=max_grad_norm,
+    )
+    algo = dqn.make_algorithm(config, env, env_params)
+    states, metrics = [algo.init(jr.key(4))], []
+    for _ in range(algo.num_updates):
+        state, m = algo.update(states[-1])
+        states.append(state)
+        metrics.append(m)
+    data = states[-1].buffer.data  # nothing is overwritten: 40 transitions, 64 slots
+    assert int(states[-1].buffer.size) == 40
+
+    q_network = _module(states[0].learner.params)
+    target_network = copy.deepcopy(q_network)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=LR, eps=EPS)
+    seen = {"terminated": 0, "truncated": 0, "huber_linear": 0, "huber_quadratic": 0}
+    for u in range(1, algo.num_updates + 1):
+        global_step = u * E * F_
+        if global_step < config.learning_starts:
+            torch.testing.assert_close(states[u].learner.params, states[0].learner.params, rtol=0, atol=0)
+            continue
+        _, k_sample = jr.split(states[u - 1].learner.key, 2)
+        idx = replay.sample_indices(states[u].buffer, k_sample, BATCH)
+        next_obs = data["next_obs"][idx]
+        terminated = (next_obs[:, 0].abs() > X_THRESHOLD) | (next_obs[:, 2].abs() > THETA_THRESHOLD)
+        # an episode end that is not a termination: the next slot of the same env starts elsewhere
+        ended = (data["obs"][(idx + E).clamp(max=39)] != next_obs).any(-1) & (idx + E < 40)
+        seen["terminated"] += int(terminated.sum())
+        seen["truncated"] += int((ended & ~terminated).sum())
+        batch = {"obs": data["obs"][idx], "action": data["action"][idx], "reward": data["reward"][idx],
+                 "next_obs": next_obs, "terminated": terminated.float()}
+        loss, td = _cleanrl_step(q_network, target_network, optimizer, batch, loss_name, double_q, max_grad_norm)
+        seen["huber_linear"] += int((td.abs() > 1).sum())
+        seen["huber_quadratic"] += int((td.abs() < 1).sum())
+        torch.testing.assert_close(metrics[u - 1]["td_loss"], loss, rtol=1e-5, atol=1e-7)
+        if global_step % config.target_network_frequency == 0:
+            with torch.no_grad():
+                for t, p in zip(target_network.parameters(), q_network.parameters()):
+                    t.copy_(TAU * p + (1.0 - TAU) * t)
+        torch.testing.assert_close(states[u].learner.params, _as_funrl(q_network), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(states[u].learner.target_params, _as_funrl(target_network), rtol=1e-5, atol=1e-6)
+    # the batches exercised every branch: terminal and time-limit ends, both sides of the Huber kink
+    assert all(v > 0 for v in seen.values()), seen
+    # and the target is neither the online net nor the initial one
+    assert not torch.allclose(states[-1].learner.target_params["linear_0"]["weight"],
+                              states[-1].learner.params["linear_0"]["weight"], atol=1e-4)
