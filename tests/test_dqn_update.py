@@ -16,8 +16,8 @@ gradient steps of CleanRL's update::
 bounds, not read from the buffer; a pole that falls at 0.1 rad and episodes cut
 at 10 steps make the sampled batches hold terminations *and* truncations
 (which must bootstrap).
-The second and later steps have a target network unlike the online one (tau
-0.3), so online vs target and the Double-DQN selector matter; non-default
+The run starts from a target network unlike the online one (another init, as
+after a warm start), so online vs target and the Double-DQN selector matter; non-default
 gamma, tau, learning rate and Adam eps make a wrong coefficient visible, and
 the gradient clip is active when set.
 
@@ -29,8 +29,9 @@ huber <-> mse swapped; ``(td * td).mean()`` -> ``0.5 * (td * td).mean()``;
 Adam without ``adam_eps``; ``max_grad_norm`` ignored; tau ignored (hard copy);
 target update from the pre-step params; ``terminated | truncated`` stored;
 the auto-reset observation stored as ``next_obs``; learning from ``>``
-instead of ``>=`` learning_starts; ``max`` -> ``min`` in
-``losses.value_learning.q_learning``.
+instead of ``>=`` learning_starts; the learning rate fixed to 1e-3; ``max`` ->
+``min`` in ``losses.value_learning.q_learning``.  (``notes/mutations-dqn.json``
+lists them for ``notes/mutate.py``.)
 """
 
 from __future__ import annotations
@@ -104,7 +105,11 @@ def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, m
         hidden_sizes=(16, 16), loss=loss_name, double_q=double_q, max_grad_norm=max_grad_norm,
     )
     algo = dqn.make_algorithm(config, env, env_params)
-    states, metrics = [algo.init(jr.key(4))], []
+    state0 = algo.init(jr.key(4))
+    # a target network unlike the online one from the first step on (as after a warm start), so that
+    # which network selects and which evaluates the next action shows in every step
+    state0 = state0._replace(learner=state0.learner._replace(target_params=algo.init(jr.key(8)).learner.params))
+    states, metrics = [state0], []
     for _ in range(algo.num_updates):
         state, m = algo.update(states[-1])
         states.append(state)
@@ -113,9 +118,9 @@ def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, m
     assert int(states[-1].buffer.size) == 40
 
     q_network = _module(states[0].learner.params)
-    target_network = copy.deepcopy(q_network)
+    target_network = _module(states[0].learner.target_params)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=LR, eps=EPS)
-    seen = {"terminated": 0, "truncated": 0, "huber_linear": 0, "huber_quadratic": 0}
+    seen = dict.fromkeys(("terminated", "truncated", "huber_linear", "huber_quadratic", "online_and_target_argmax_differ"), 0)
     for u in range(1, algo.num_updates + 1):
         global_step = u * E * F_
         if global_step < config.learning_starts:
@@ -131,6 +136,9 @@ def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, m
         seen["truncated"] += int((ended & ~terminated).sum())
         batch = {"obs": data["obs"][idx], "action": data["action"][idx], "reward": data["reward"][idx],
                  "next_obs": next_obs, "terminated": terminated.float()}
+        with torch.no_grad():
+            online_pick, target_pick = q_network(next_obs).argmax(1), target_network(next_obs).argmax(1)
+        seen["online_and_target_argmax_differ"] += int((online_pick != target_pick).sum())
         loss, td = _cleanrl_step(q_network, target_network, optimizer, batch, loss_name, double_q, max_grad_norm)
         seen["huber_linear"] += int((td.abs() > 1).sum())
         seen["huber_quadratic"] += int((td.abs() < 1).sum())
@@ -141,7 +149,8 @@ def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, m
                     t.copy_(TAU * p + (1.0 - TAU) * t)
         torch.testing.assert_close(states[u].learner.params, _as_funrl(q_network), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(states[u].learner.target_params, _as_funrl(target_network), rtol=1e-5, atol=1e-6)
-    # the batches exercised every branch: terminal and time-limit ends, both sides of the Huber kink
+    # the batches exercised every branch: terminal and time-limit ends, both sides of the Huber kink,
+    # next actions that the online and the target network rank differently
     assert all(v > 0 for v in seen.values()), seen
     # and the target is neither the online net nor the initial one
     assert not torch.allclose(states[-1].learner.target_params["linear_0"]["weight"],
