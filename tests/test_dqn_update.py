@@ -44,32 +44,11 @@ import torch.nn.functional as F
 from funrl import random as jr
 from funrl.algorithms import dqn, replay
 from funrl.envs import make
+from torch_reference import adam_moments, as_funrl, funrl_adam_moments, module
 
 GAMMA, TAU, LR, EPS, BATCH = 0.9, 0.3, 0.01, 1e-3, 32
 # a pole that falls at 0.1 rad (gymnasium: 12 degrees) and episodes cut at 10 steps: terminations *and* truncations
 X_THRESHOLD, THETA_THRESHOLD, MAX_STEPS = 2.4, 0.1, 10
-
-
-def _module(mlp_params) -> torch.nn.Sequential:
-    """The funrl MLP ``{"linear_i": {"weight", "bias"}}`` (relu between layers) as an nn.Sequential."""
-    layers = []
-    n = len(mlp_params)
-    for i in range(n):
-        p = mlp_params[f"linear_{i}"]
-        lin = torch.nn.Linear(p["weight"].shape[1], p["weight"].shape[0])
-        with torch.no_grad():
-            lin.weight.copy_(p["weight"])
-            lin.bias.copy_(p["bias"])
-        layers.append(lin)
-        if i < n - 1:
-            layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers)
-
-
-def _as_funrl(module: torch.nn.Sequential) -> dict:
-    """The nn.Sequential's weights in funrl's ``{"linear_i": ...}`` layout."""
-    linears = [m for m in module if isinstance(m, torch.nn.Linear)]
-    return {f"linear_{i}": {"weight": m.weight.detach(), "bias": m.bias.detach()} for i, m in enumerate(linears)}
 
 
 def _cleanrl_step(q_network, target_network, optimizer, batch, loss_name, double_q, max_grad_norm):
@@ -117,8 +96,8 @@ def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, m
     data = states[-1].buffer.data  # nothing is overwritten: 40 transitions, 64 slots
     assert int(states[-1].buffer.size) == 40
 
-    q_network = _module(states[0].learner.params)
-    target_network = _module(states[0].learner.target_params)
+    q_network = module(states[0].learner.params, "relu")
+    target_network = module(states[0].learner.target_params, "relu")
     optimizer = torch.optim.Adam(q_network.parameters(), lr=LR, eps=EPS)
     seen = dict.fromkeys(("terminated", "truncated", "huber_linear", "huber_quadratic", "online_and_target_argmax_differ"), 0)
     for u in range(1, algo.num_updates + 1):
@@ -147,8 +126,11 @@ def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, m
             with torch.no_grad():
                 for t, p in zip(target_network.parameters(), q_network.parameters()):
                     t.copy_(TAU * p + (1.0 - TAU) * t)
-        torch.testing.assert_close(states[u].learner.params, _as_funrl(q_network), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(states[u].learner.target_params, _as_funrl(target_network), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(states[u].learner.params, as_funrl(q_network), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(states[u].learner.target_params, as_funrl(target_network), rtol=1e-5, atol=1e-6)
+        # Adam's first steps move each weight by about lr * sign(gradient): its moments show the gradients' sizes
+        torch.testing.assert_close(funrl_adam_moments(states[u].learner.opt_state), adam_moments(optimizer, q_network),
+                                   rtol=1e-5, atol=1e-9)
     # the batches exercised every branch: terminal and time-limit ends, both sides of the Huber kink,
     # next actions that the online and the target network rank differently
     assert all(v > 0 for v in seen.values()), seen
