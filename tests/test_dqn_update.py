@@ -1,10 +1,9 @@
 """DQN's gradient steps and target updates against CleanRL's ``dqn.py`` formulas in plain torch.
 
-The reference is an ``nn.Sequential`` copy of funrl's initial Q-network, a
-``copy.deepcopy`` of it as the target network and ``torch.optim.Adam`` (with
-funrl's ``adam_eps``); it replays, on the transitions that funrl sampled
-(recomputed from the learner's key with ``replay.sample_indices``), four
-gradient steps of CleanRL's update::
+The reference holds ``nn.Sequential`` copies of funrl's initial Q-network and
+target network and ``torch.optim.Adam`` (with funrl's ``adam_eps``); on the
+transitions that funrl sampled (recomputed from the learner's key with
+``replay.sample_indices``) it replays four gradient steps of CleanRL's update::
 
     target_max = target_network(next_obs).max(dim=1)            # double_q: target at argmax of online
     td_target  = reward + gamma * target_max * (1 - terminated)
@@ -15,11 +14,12 @@ gradient steps of CleanRL's update::
 ``terminated`` is recomputed from the stored next observation with CartPole's
 bounds, not read from the buffer; a pole that falls at 0.1 rad and episodes cut
 at 10 steps make the sampled batches hold terminations *and* truncations
-(which must bootstrap).
-The run starts from a target network unlike the online one (another init, as
-after a warm start), so online vs target and the Double-DQN selector matter; non-default
-gamma, tau, learning rate and Adam eps make a wrong coefficient visible, and
-the gradient clip is active when set.
+(which must bootstrap).  The run starts from a target network unlike the
+online one (another init, as after a warm start), so online vs target and the
+Double-DQN selector matter; non-default gamma, tau, learning rate and Adam eps
+make a wrong coefficient visible, and the gradient clip is active when set.
+Params, target params, Adam's moments and the reported loss are compared after
+every update.
 
 Mutations of ``funrl/algorithms/dqn.py`` this module catches (each applied
 alone; see the report of the ``updates`` helper, issue 13 item 6):
@@ -93,8 +93,9 @@ def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, m
         state, m = algo.update(states[-1])
         states.append(state)
         metrics.append(m)
-    data = states[-1].buffer.data  # nothing is overwritten: 40 transitions, 64 slots
-    assert int(states[-1].buffer.size) == 40
+    data = states[-1].buffer.data  # nothing is overwritten: N transitions, 64 slots
+    N = int(states[-1].buffer.size)
+    assert N == 40
 
     q_network = module(states[0].learner.params, "relu")
     target_network = module(states[0].learner.target_params, "relu")
@@ -110,7 +111,7 @@ def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, m
         next_obs = data["next_obs"][idx]
         terminated = (next_obs[:, 0].abs() > X_THRESHOLD) | (next_obs[:, 2].abs() > THETA_THRESHOLD)
         # an episode end that is not a termination: the next slot of the same env starts elsewhere
-        ended = (data["obs"][(idx + E).clamp(max=39)] != next_obs).any(-1) & (idx + E < 40)
+        ended = (data["obs"][(idx + E).clamp(max=N - 1)] != next_obs).any(-1) & (idx + E < N)
         seen["terminated"] += int(terminated.sum())
         seen["truncated"] += int((ended & ~terminated).sum())
         batch = {"obs": data["obs"][idx], "action": data["action"][idx], "reward": data["reward"][idx],
@@ -121,19 +122,21 @@ def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, m
         loss, td = _cleanrl_step(q_network, target_network, optimizer, batch, loss_name, double_q, max_grad_norm)
         seen["huber_linear"] += int((td.abs() > 1).sum())
         seen["huber_quadratic"] += int((td.abs() < 1).sum())
-        torch.testing.assert_close(metrics[u - 1]["td_loss"], loss, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(metrics[u - 1]["td_loss"], loss, rtol=1e-5, atol=1e-7, msg=f"td_loss, update {u}")
         if global_step % config.target_network_frequency == 0:
             with torch.no_grad():
                 for t, p in zip(target_network.parameters(), q_network.parameters()):
                     t.copy_(TAU * p + (1.0 - TAU) * t)
-        torch.testing.assert_close(states[u].learner.params, as_funrl(q_network), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(states[u].learner.target_params, as_funrl(target_network), rtol=1e-5, atol=1e-6)
+        learner = states[u].learner
+        got = {"params": learner.params, "target_params": learner.target_params}
+        expected = {"params": as_funrl(q_network), "target_params": as_funrl(target_network)}
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=lambda m: f"update {u}: {m}")
         # Adam's first steps move each weight by about lr * sign(gradient): its moments show the gradients' sizes
-        torch.testing.assert_close(funrl_adam_moments(states[u].learner.opt_state), adam_moments(optimizer, q_network),
-                                   rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(funrl_adam_moments(learner.opt_state), adam_moments(optimizer, q_network),
+                                   rtol=1e-5, atol=1e-9, msg=lambda m: f"update {u}: {m}")
     # the batches exercised every branch: terminal and time-limit ends, both sides of the Huber kink,
     # next actions that the online and the target network rank differently
     assert all(v > 0 for v in seen.values()), seen
-    # and the target is neither the online net nor the initial one
+    # and the target network never caught up with the online one
     assert not torch.allclose(states[-1].learner.target_params["linear_0"]["weight"],
                               states[-1].learner.params["linear_0"]["weight"], atol=1e-4)
