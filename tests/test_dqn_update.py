@@ -36,7 +36,6 @@ lists them for ``notes/mutate.py``.)
 
 from __future__ import annotations
 
-import copy
 import pytest
 import torch
 import torch.nn.functional as F
@@ -100,7 +99,9 @@ def test_gradient_and_target_steps_equal_cleanrl_formulas(loss_name, double_q, m
     q_network = module(states[0].learner.params, "relu")
     target_network = module(states[0].learner.target_params, "relu")
     optimizer = torch.optim.Adam(q_network.parameters(), lr=LR, eps=EPS)
-    seen = dict.fromkeys(("terminated", "truncated", "huber_linear", "huber_quadratic", "online_and_target_argmax_differ"), 0)
+    seen = dict.fromkeys(
+        ("terminated", "truncated", "huber_linear", "huber_quadratic", "online_and_target_argmax_differ"), 0
+    )
     for u in range(1, algo.num_updates + 1):
         global_step = u * E * F_
         if global_step < config.learning_starts:

@@ -55,7 +55,9 @@ def _returns(rewards, ends, tail):
     return out
 
 
-@pytest.mark.parametrize("baseline, normalize, max_grad_norm", [(True, True, 0.5), (False, False, None), (True, False, 0.5)])
+@pytest.mark.parametrize(
+    "baseline, normalize, max_grad_norm", [(True, True, 0.5), (False, False, None), (True, False, 0.5)]
+)
 def test_two_updates_equal_the_textbook_formulas(baseline, normalize, max_grad_norm):
     env, env_params = make("CartPole-v1", max_episode_steps=6, theta_threshold_radians=0.06)
     config = reinforce.Config(

@@ -47,7 +47,8 @@ def as_funrl(m: torch.nn.Module, per_param=None) -> dict:
 
 def adam_moments(optimizer: torch.optim.Adam, m: torch.nn.Module) -> dict:
     """torch.optim.Adam's ``{"mu": exp_avg, "nu": exp_avg_sq}`` of ``m``'s parameters, in funrl's layout."""
-    return {name: as_funrl(m, lambda p: optimizer.state[p][key]) for name, key in (("mu", "exp_avg"), ("nu", "exp_avg_sq"))}
+    pairs = (("mu", "exp_avg"), ("nu", "exp_avg_sq"))
+    return {name: as_funrl(m, lambda p, key=key: optimizer.state[p][key]) for name, key in pairs}
 
 
 def funrl_adam_moments(opt_state) -> dict:
