@@ -748,9 +748,12 @@ def _chunk_callback(job: _Job, bar: _Progress):
     at about the same rate).
     """
     check_metrics = getattr(job.module, "check_metrics", None)  # e.g. LM tasks: rewards inside the declared range
+    # with skip_nonfinite the optimizer skips non-finite steps, so non-finite losses are expected; params are not
+    metrics_finite = not getattr(job.config, "skip_nonfinite", 0)
 
     def callback(state, info):
-        check_finite(job.module, state, info.chunk_metrics, info.update, job.block[0], job.out)
+        check_finite(job.module, state, info.chunk_metrics, info.update, job.block[0], job.out,
+                     metrics=metrics_finite)
         if check_metrics is not None:
             check_metrics(job.config, job.env, info.chunk_metrics, info.update)
         bar.update(info.update, info.chunk_metrics)
@@ -814,7 +817,8 @@ class Diverged(ValueError):
     """A run stopped because a metric or a param became NaN or infinite (see :func:`check_finite`)."""
 
 
-def check_finite(module, state, chunk_metrics: dict, last_update: int, first_seed: int = 0, out: str | None = None) -> None:
+def check_finite(module, state, chunk_metrics: dict, last_update: int, first_seed: int = 0, out: str | None = None,
+                 metrics: bool = True) -> None:
     """Stop a run at the chunk where a metric or a learned param stopped being finite.
 
     Training on after a NaN only writes NaN checkpoints; stopping here keeps the
@@ -828,6 +832,8 @@ def check_finite(module, state, chunk_metrics: dict, last_update: int, first_see
       last_update: the number of the chunk's last update.
       first_seed: the global index of this process's first seed (torchrun blocks).
       out: the results folder (named in the message).
+      metrics: check the metrics too (False: only the params -- runs whose config sets
+        ``skip_nonfinite``, where a non-finite loss is a skipped step, not a divergence).
 
     Raises:
       Diverged: naming the metrics or params, the seeds and the first bad update.
@@ -835,7 +841,7 @@ def check_finite(module, state, chunk_metrics: dict, last_update: int, first_see
     bad_seeds = None
     what = []
     first_bad = last_update
-    for name, v in chunk_metrics.items():
+    for name, v in chunk_metrics.items() if metrics else ():
         if not v.is_floating_point():
             continue
         bad = ~torch.isfinite(v)  # [S, C]

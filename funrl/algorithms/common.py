@@ -55,6 +55,7 @@ __all__ = [
     "check_config",
     "check_hparams",
     "check_hidden_sizes",
+    "check_skip_nonfinite",
     "check_total_timesteps",
     "check_batch_fits_buffer",
     "masked_mean",
@@ -62,6 +63,7 @@ __all__ = [
     "param_paths",
     "check_freeze",
     "freeze_mask",
+    "with_finite_guard",
     "with_frozen",
 ]
 
@@ -370,6 +372,28 @@ def with_frozen(tx: optim.GradientTransformation, mask) -> optim.GradientTransfo
     if mask is None:
         return tx
     return optim.chain(optim.freeze(mask), tx, optim.freeze(mask))
+
+
+def check_skip_nonfinite(config) -> None:
+    """``config.skip_nonfinite`` must be an int >= 0 (0: every step is applied)."""
+    v = getattr(config, "skip_nonfinite", 0)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"config.skip_nonfinite: expected an int >= 0 (optimizer steps with non-finite "
+                         f"gradients skipped in a row; 0: off), got {v!r}")
+
+
+def with_finite_guard(tx: optim.GradientTransformation, skip_nonfinite: int) -> optim.GradientTransformation:
+    """``tx`` behind :func:`funrl.optim.apply_if_finite` when ``skip_nonfinite > 0`` (else ``tx`` itself).
+
+    A step whose gradients hold NaN or inf becomes a zero update and leaves the
+    optimizer state as it was, up to ``skip_nonfinite`` steps in a row; the next
+    one is applied, so a lasting failure still surfaces (the runner then stops
+    on non-finite params).  Off by default, as in CleanRL and SB3: a skipped step
+    hides a bug as often as it rides out a rare bad batch.
+    """
+    if not skip_nonfinite:
+        return tx
+    return optim.apply_if_finite(tx, skip_nonfinite)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
