@@ -57,8 +57,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from funrl import nn, optim, tree
+from funrl import optim, tree
 from funrl import random as jr
+from funrl.algorithms import networks
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
@@ -101,11 +102,13 @@ class Config:
     log_std_init: float = 0.0  #: initial log-std of the Gaussian policy (Box actions)
     hidden_sizes: tuple = (64, 64)  #: actor and critic hidden layers
     activation: str = "tanh"  #: hidden activation
+    network: str = ""  #: a factory "package.module:function" of your own networks, roles actor, critic (see networks.py); "" the MLPs above
     freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
         check_freeze(self)
         check_hidden_sizes(self)
+        networks.check_network(self)
         check_config(
             self,
             positive=("learning_rate", "eps", "max_grad_norm"),
@@ -172,8 +175,7 @@ class Transition(NamedTuple):
 def _actor_critic(config: Config, env, env_params):
     """Actor and critic networks: ``(init, value, sample, policy_terms, to_env, discrete)``.
 
-    The networks are those of ``ppo.py`` (duplicated for now; an actor-critic
-    builder shared by the policy-gradient algorithms belongs in one place).
+    The networks are :func:`funrl.algorithms.networks.actor_critic` (PPO's).
     ``policy_terms(params, obs, action, advantage) -> (pg_loss, entropy)``
     gives the policy-gradient loss and the mean entropy for a batch.
     """
@@ -182,24 +184,8 @@ def _actor_critic(config: Config, env, env_params):
     discrete = isinstance(act_space, spaces.Discrete)
     if not discrete and not isinstance(act_space, spaces.Box):
         raise ValueError(f"env: A2C needs a Discrete or Box action space, got {act_space!r} for {env.name}")
-    obs_dim = int(math.prod(obs_space.shape))
     act_dim = act_space.n if discrete else int(math.prod(act_space.shape))
-    hidden = list(config.hidden_sizes)
-    gain = math.sqrt(2.0)
-    actor = nn.mlp(
-        [obs_dim, *hidden, act_dim],
-        activation=config.activation,
-        w_init=nn.orthogonal(gain),
-        b_init=nn.zeros,
-        final_w_init=nn.orthogonal(0.01),
-    )
-    critic = nn.mlp(
-        [obs_dim, *hidden, 1],
-        activation=config.activation,
-        w_init=nn.orthogonal(gain),
-        b_init=nn.zeros,
-        final_w_init=nn.orthogonal(1.0),
-    )
+    actor, critic = networks.actor_critic(obs_space.shape, act_dim, config.hidden_sizes, config.activation, config.network)
 
     def init(key):
         ka, kc = jr.split(key)

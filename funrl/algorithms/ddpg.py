@@ -44,9 +44,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from funrl import nn, optim, tree
+from funrl import optim, tree
 from funrl import random as jr
-from funrl.algorithms import replay
+from funrl.algorithms import networks, replay
 from funrl.algorithms.common import (
     Algorithm,
     check_batch_fits_buffer,
@@ -84,6 +84,7 @@ class Config:
     exploration_noise: float = 0.1  #: Gaussian action noise, in units of the action scale (batchable)
     policy_frequency: int = 2  #: gradient steps between actor (and target) updates
     hidden_sizes: tuple = (256, 256)  #: actor and critic hidden layers (relu)
+    network: str = ""  #: a factory "package.module:function" of your own networks, roles actor, critic (see networks.py); "" the MLPs above
     freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
@@ -127,6 +128,7 @@ def _check_common(config) -> None:
         raise ValueError(f"config.learning_starts: expected an int >= 0, got {ls!r}")
     check_hidden_sizes(config)
     object.__setattr__(config, "hidden_sizes", tuple(config.hidden_sizes))  # frozen dataclass
+    networks.check_network(config)
     for name in ("exploration_noise", "policy_noise", "noise_clip"):
         v = getattr(config, name, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
@@ -142,6 +144,7 @@ class BoxSpec(NamedTuple):
     act_shape: tuple  #: the env's action shape
     low: torch.Tensor  #: float32 [act_dim] lower action bound
     high: torch.Tensor  #: float32 [act_dim] upper action bound
+    obs_shape: tuple = ()  #: the env's observation shape (what a custom network's actor receives)
 
 
 def box_spec(env, env_params) -> BoxSpec:
@@ -160,7 +163,8 @@ def box_spec(env, env_params) -> BoxSpec:
     if low.device.type != "meta" and not bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
         raise ValueError(f"env: expected a bounded action space (finite low and high), got {act_space!r} for {env.name}")
     obs_dim = int(math.prod(env.observation_space(env_params).shape))
-    return BoxSpec(obs_dim, int(math.prod(act_space.shape)), tuple(act_space.shape), low, high)
+    obs_shape = tuple(env.observation_space(env_params).shape)
+    return BoxSpec(obs_dim, int(math.prod(act_space.shape)), tuple(act_space.shape), low, high, obs_shape)
 
 
 def flat_obs(obs: torch.Tensor) -> torch.Tensor:
@@ -168,32 +172,9 @@ def flat_obs(obs: torch.Tensor) -> torch.Tensor:
     return obs.reshape(obs.shape[0], -1).to(torch.float32)
 
 
-def deterministic_actor(spec: BoxSpec, hidden_sizes) -> nn.Model:
-    """CleanRL's ``Actor``: relu MLP, tanh output scaled to ``[low, high]``.
-
-    ``apply(params, obs [N, obs_dim]) -> action [N, act_dim]`` inside the box.
-    """
-    net = nn.mlp([spec.obs_dim, *hidden_sizes, spec.act_dim], activation="relu", output_activation="tanh")
-
-    def apply(params, obs):
-        scale = ((spec.high - spec.low) / 2).to(obs.device)
-        bias = ((spec.high + spec.low) / 2).to(obs.device)
-        return net.apply(params, obs) * scale + bias
-
-    return nn.Model(net.init, apply)
-
-
-def q_network(spec: BoxSpec, hidden_sizes) -> nn.Model:
-    """CleanRL's ``QNetwork``: relu MLP on ``concat(obs, action)``.
-
-    ``apply(params, obs [N, obs_dim], action [N, act_dim]) -> q [N]``.
-    """
-    net = nn.mlp([spec.obs_dim + spec.act_dim, *hidden_sizes, 1], activation="relu")
-
-    def apply(params, obs, action):
-        return net.apply(params, torch.cat([obs, action], -1)).squeeze(-1)
-
-    return nn.Model(net.init, apply)
+#: the networks live in funrl.algorithms.networks; these names stay for code that imports them from here
+deterministic_actor = networks.deterministic_actor
+q_network = networks.continuous_q_network
 
 
 def replay_item(spec: BoxSpec, key: torch.Tensor) -> dict:
@@ -256,8 +237,8 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     spec = box_spec(env, env_params)
     env = LogWrapper(env)
     E, B = config.num_envs, config.batch_size
-    actor = deterministic_actor(spec, config.hidden_sizes)
-    critic = q_network(spec, config.hidden_sizes)
+    actor = networks.deterministic_actor(spec, config.hidden_sizes, config.network)
+    critic = networks.continuous_q_network(spec, config.hidden_sizes, config.network)
     # the learning rate is applied by hand so that it can be a per-seed tensor
     tx = optim.scale_by_adam()
     mask = freeze_mask(config.freeze, lambda: {"actor": actor.init(jr.key(0)), "critic": critic.init(jr.key(1))})
@@ -407,7 +388,7 @@ def make_train(config: Config, env, env_params):
 def evaluation_policy(config: Config, env, env_params):
     """``act(state, key, obs[K, ...]) -> actions[K, *action_shape]``: the deterministic actor, no noise."""
     spec = box_spec(env, env_params)
-    actor = deterministic_actor(spec, config.hidden_sizes)
+    actor = networks.deterministic_actor(spec, config.hidden_sizes, config.network)
 
     def act(state: DDPGState, key, obs):
         a = actor.apply(state.params["actor"], flat_obs(obs))

@@ -46,14 +46,14 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import torch
 
-from funrl import nn, optim, tree
+from funrl import optim, tree
 from funrl import random as jr
 from funrl.algorithms import replay
+from funrl.algorithms import networks
 from funrl.algorithms.common import (
     Algorithm,
     check_batch_fits_buffer,
@@ -111,6 +111,7 @@ class Config:
     train_frequency: int = 10  #: rollout steps (of num_envs env steps each) per gradient step
     hidden_sizes: tuple = (120, 84)  #: Q-network hidden layers
     activation: str = "relu"  #: hidden activation
+    network: str = ""  #: a factory "package.module:function" of your own networks, roles q (see networks.py); "" the MLPs above
     loss: str = "mse"  #: "mse" (CleanRL: mean squared TD error) or "huber" (SB3 / Nature DQN)
     double_q: bool = False  #: Double-DQN target: online net selects, target net evaluates
     max_grad_norm: float | None = None  #: global gradient-norm clip (None: off, as CleanRL)
@@ -119,6 +120,7 @@ class Config:
     def __post_init__(self):
         check_freeze(self)
         check_hidden_sizes(self)
+        networks.check_network(self)
         check_config(
             self,
             positive=("learning_rate", "adam_eps"),
@@ -255,9 +257,7 @@ def _q_network(config: Config, env, env_params):
     act_space = env.action_space(env_params)
     if not isinstance(act_space, spaces.Discrete):
         raise ValueError(f"env: DQN needs a Discrete action space, got {act_space!r} for {env.name}")
-    obs_dim = int(math.prod(obs_space.shape))
-    # nn.mlp's default init is torch.nn.Linear's, as CleanRL's plain nn.Linear layers
-    net = nn.mlp([obs_dim, *config.hidden_sizes, act_space.n], activation=config.activation)
+    net = networks.discrete_q_network(obs_space.shape, act_space.n, config.hidden_sizes, config.activation, config.network)
 
     def q_values(params, obs):
         return net.apply(params, obs.reshape(obs.shape[0], -1).to(torch.float32))

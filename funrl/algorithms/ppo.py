@@ -31,8 +31,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from funrl import nn, optim, tree
+from funrl import optim, tree
 from funrl import random as jr
+from funrl.algorithms import networks
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
@@ -74,11 +75,13 @@ class Config:
     max_grad_norm: float = 0.5  #: global gradient-norm clip
     hidden_sizes: tuple = (64, 64)  #: actor and critic hidden layers
     activation: str = "tanh"  #: hidden activation
+    network: str = ""  #: a factory "package.module:function" of your own networks, roles actor, critic (see networks.py); "" the MLPs above
     freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
         check_freeze(self)
         check_hidden_sizes(self)
+        networks.check_network(self)
         check_config(
             self,
             positive=("learning_rate", "adam_eps", "clip_coef", "max_grad_norm"),
@@ -139,25 +142,9 @@ def _policy(config: Config, env, env_params):
     """Actor and critic networks and a function giving (log_prob, entropy, value) and sampling."""
     obs_space = env.observation_space(env_params)
     act_space = env.action_space(env_params)
-    obs_dim = int(math.prod(obs_space.shape))
     discrete = isinstance(act_space, spaces.Discrete)
     act_dim = act_space.n if discrete else int(math.prod(act_space.shape))
-    hidden = list(config.hidden_sizes)
-    gain = math.sqrt(2.0)
-    actor = nn.mlp(
-        [obs_dim, *hidden, act_dim],
-        activation=config.activation,
-        w_init=nn.orthogonal(gain),
-        b_init=nn.zeros,
-        final_w_init=nn.orthogonal(0.01),
-    )
-    critic = nn.mlp(
-        [obs_dim, *hidden, 1],
-        activation=config.activation,
-        w_init=nn.orthogonal(gain),
-        b_init=nn.zeros,
-        final_w_init=nn.orthogonal(1.0),
-    )
+    actor, critic = networks.actor_critic(obs_space.shape, act_dim, config.hidden_sizes, config.activation, config.network)
     if discrete:
         low = high = None
     else:
@@ -204,7 +191,12 @@ def _policy(config: Config, env, env_params):
             return action
         return torch.clamp(action, low.to(action), high.to(action)).reshape((action.shape[0],) + act_space.shape)
 
-    return init, value, sample, evaluate, to_env, discrete
+    def mode(params, obs):
+        """The greedy (Discrete) or mean (Box) action for observations [N, ...]."""
+        out = actor.apply(params["actor"], flat(obs))
+        return torch.argmax(out, -1) if discrete else to_env(out)
+
+    return init, value, sample, evaluate, to_env, discrete, mode
 
 
 def _normal_log_prob(x, mean, log_std):
@@ -219,7 +211,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     M = config.num_minibatches
     B = config.batch_size // M
     num_updates = config.num_updates
-    init_params, value_fn, sample_fn, evaluate_fn, to_env, discrete = _policy(config, env, env_params)
+    init_params, value_fn, sample_fn, evaluate_fn, to_env, discrete, _ = _policy(config, env, env_params)
     tx = optim.chain(optim.clip_by_global_norm(config.max_grad_norm), optim.scale_by_adam(eps=config.adam_eps))
     tx = with_frozen(tx, freeze_mask(config.freeze, lambda: init_params(jr.key(0))))
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
@@ -380,15 +372,9 @@ def make_train(config: Config, env, env_params):
 
 def evaluation_policy(config: Config, env, env_params):
     """``act(state, key, obs[K, ...]) -> actions`` : the greedy (discrete) or mean (continuous) action."""
-    _, _, _, _, to_env, discrete = _policy(config, env, env_params)
-    obs_space = env.observation_space(env_params)
-    act_space = env.action_space(env_params)
-    obs_dim = int(math.prod(obs_space.shape))
-    act_dim = act_space.n if discrete else int(math.prod(act_space.shape))
-    actor = nn.mlp([obs_dim, *config.hidden_sizes, act_dim], activation=config.activation)
+    *_, mode = _policy(config, env, env_params)
 
     def act(state: PPOState, key, obs):
-        out = actor.apply(state.params["actor"], obs.reshape(obs.shape[0], -1).to(torch.float32))
-        return torch.argmax(out, -1) if discrete else to_env(out)
+        return mode(state.params, obs)
 
     return act

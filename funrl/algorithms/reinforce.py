@@ -43,13 +43,13 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import torch
 
-from funrl import nn, optim, tree
+from funrl import optim, tree
 from funrl import random as jr
+from funrl.algorithms import networks
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
@@ -99,11 +99,13 @@ class Config:
     max_grad_norm: float | None = 0.5  #: global gradient-norm clip (None: off)
     hidden_sizes: tuple = (64, 64)  #: actor and critic hidden layers
     activation: str = "tanh"  #: hidden activation
+    network: str = ""  #: a factory "package.module:function" of your own networks, roles actor, critic (see networks.py); "" the MLPs above
     freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
         check_freeze(self)
         check_hidden_sizes(self)
+        networks.check_network(self)
         check_config(
             self,
             positive=("learning_rate", "adam_eps"),
@@ -171,30 +173,13 @@ class Transition(NamedTuple):
 def _networks(config: Config, env, env_params):
     """Softmax actor and (optional) critic: ``(init, logits, value)`` on observations ``[N, ...]``.
 
-    The same 64-64 tanh MLPs with orthogonal init as ``ppo.py`` (duplicated
-    on purpose for now: a shared actor-critic builder belongs in one place).
+    PPO's networks, :func:`funrl.algorithms.networks.actor_critic`.
     """
     obs_space = env.observation_space(env_params)
     act_space = env.action_space(env_params)
     if not isinstance(act_space, spaces.Discrete):
         raise ValueError(f"env: REINFORCE here needs a Discrete action space, got {act_space!r} for {env.name}")
-    obs_dim = int(math.prod(obs_space.shape))
-    hidden = list(config.hidden_sizes)
-    gain = math.sqrt(2.0)
-    actor = nn.mlp(
-        [obs_dim, *hidden, act_space.n],
-        activation=config.activation,
-        w_init=nn.orthogonal(gain),
-        b_init=nn.zeros,
-        final_w_init=nn.orthogonal(0.01),
-    )
-    critic = nn.mlp(
-        [obs_dim, *hidden, 1],
-        activation=config.activation,
-        w_init=nn.orthogonal(gain),
-        b_init=nn.zeros,
-        final_w_init=nn.orthogonal(1.0),
-    )
+    actor, critic = networks.actor_critic(obs_space.shape, act_space.n, config.hidden_sizes, config.activation, config.network)
 
     def init(key):
         ka, kc = jr.split(key)

@@ -42,14 +42,13 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import torch
 
-from funrl import nn, optim, tree
+from funrl import optim, tree
 from funrl import random as jr
-from funrl.algorithms import replay
+from funrl.algorithms import networks, replay
 from funrl.algorithms.common import (
     Algorithm,
     check_batch_fits_buffer,
@@ -64,21 +63,18 @@ from funrl.algorithms.common import (
     with_frozen,
 )
 from funrl.algorithms.ddpg import (
-    BoxSpec,
     StepInfo,
     _check_common,
     box_spec,
     flat_obs,
-    q_network,
     replay_item,
     select,
     uniform_actions,
 )
-from funrl.distributions import TanhNormal
 from funrl.envs.wrappers import LogWrapper
 
 #: CleanRL's bounds of the policy's log-std.
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+LOG_STD_MIN, LOG_STD_MAX = networks.LOG_STD_MIN, networks.LOG_STD_MAX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +96,7 @@ class Config:
     autotune: bool = True  #: learn the temperature towards the target entropy -|A|
     alpha: float = 0.2  #: fixed temperature when ``autotune`` is off (batchable)
     hidden_sizes: tuple = (256, 256)  #: policy and critic hidden layers (relu)
+    network: str = ""  #: a factory "package.module:function" of your own networks, roles actor, critic (see networks.py); "" the MLPs above
     freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
@@ -152,34 +149,8 @@ def params_set_by_config(config: Config) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- the policy
-def squashed_gaussian_policy(spec: BoxSpec, hidden_sizes):
-    """CleanRL's SAC ``Actor``: an MLP giving mean and log-std of a tanh-squashed Gaussian.
-
-    One output layer of size ``2 |A|`` split in two is CleanRL's two heads
-    (``fc_mean`` and ``fc_logstd``): both are drawn from torch's default init
-    with the same fan-in.
-
-    Returns:
-      ``(init, distribution, sample)``:
-      ``distribution(params, obs [N, obs_dim]) -> TanhNormal`` (pre-squash
-      ``loc``/``scale`` ``[N, |A|]``, actions in ``(-1, 1)``);
-      ``sample(params, key, obs) -> (action [N, |A|] in the box, log_prob [N])``.
-    """
-    net = nn.mlp([spec.obs_dim, *hidden_sizes, 2 * spec.act_dim], activation="relu")
-
-    def distribution(params, obs):
-        mean, log_std = torch.chunk(net.apply(params, obs), 2, dim=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
-        return TanhNormal(mean, torch.exp(log_std))
-
-    def sample(params, key, obs):
-        scale = ((spec.high - spec.low) / 2).to(obs.device)
-        bias = ((spec.high + spec.low) / 2).to(obs.device)
-        y, log_prob = distribution(params, obs).sample_and_log_prob(key)
-        # change of variables for a = y * scale + bias
-        return y * scale + bias, log_prob - torch.log(scale).sum()
-
-    return net.init, distribution, sample
+#: SAC's networks live in funrl.algorithms.networks; this name stays for code that imports it from here
+squashed_gaussian_policy = networks.squashed_gaussian_actor
 
 
 # ---------------------------------------------------------------- state
@@ -204,8 +175,8 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     spec = box_spec(env, env_params)
     env = LogWrapper(env)
     E, B = config.num_envs, config.batch_size
-    init_actor, _, sample_action = squashed_gaussian_policy(spec, config.hidden_sizes)
-    critic = q_network(spec, config.hidden_sizes)
+    init_actor, _, sample_action = networks.squashed_gaussian_actor(spec, config.hidden_sizes, config.network)
+    critic = networks.continuous_q_network(spec, config.hidden_sizes, config.network)
     target_entropy = -float(spec.act_dim)
     tx = optim.scale_by_adam()  # learning rates are applied by hand (per-seed tensors)
     mask = freeze_mask(config.freeze, lambda: {
@@ -408,7 +379,7 @@ def make_train(config: Config, env, env_params):
 def evaluation_policy(config: Config, env, env_params):
     """``act(state, key, obs[K, ...]) -> actions[K, *action_shape]``: ``tanh(mean)`` scaled to the box."""
     spec = box_spec(env, env_params)
-    _, distribution, _ = squashed_gaussian_policy(spec, config.hidden_sizes)
+    _, distribution, _ = networks.squashed_gaussian_actor(spec, config.hidden_sizes, config.network)
 
     def act(state: SACState, key, obs):
         scale = ((spec.high - spec.low) / 2).to(obs.device)

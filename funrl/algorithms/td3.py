@@ -40,7 +40,7 @@ import torch
 
 from funrl import optim, tree
 from funrl import random as jr
-from funrl.algorithms import replay
+from funrl.algorithms import networks, replay
 from funrl.algorithms.common import (
     Algorithm,
     check_batch_fits_buffer,
@@ -59,9 +59,7 @@ from funrl.algorithms.ddpg import (
     _check_common,
     box_spec,
     clip_actions,
-    deterministic_actor,
     flat_obs,
-    q_network,
     replay_item,
     select,
     uniform_actions,
@@ -89,6 +87,7 @@ class Config:
     noise_clip: float = 0.5  #: clip of the target smoothing noise, same units (batchable)
     policy_frequency: int = 2  #: critic steps between actor (and target) updates
     hidden_sizes: tuple = (256, 256)  #: actor and critic hidden layers (relu)
+    network: str = ""  #: a factory "package.module:function" of your own networks, roles actor, critic (see networks.py); "" the MLPs above
     freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
 
     def __post_init__(self):
@@ -141,8 +140,8 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     spec = box_spec(env, env_params)
     env = LogWrapper(env)
     E, B = config.num_envs, config.batch_size
-    actor = deterministic_actor(spec, config.hidden_sizes)
-    critic = q_network(spec, config.hidden_sizes)
+    actor = networks.deterministic_actor(spec, config.hidden_sizes, config.network)
+    critic = networks.continuous_q_network(spec, config.hidden_sizes, config.network)
     tx = optim.scale_by_adam()  # the learning rate is applied by hand (a per-seed tensor)
     mask = freeze_mask(
         config.freeze,
@@ -292,7 +291,7 @@ def make_train(config: Config, env, env_params):
 def evaluation_policy(config: Config, env, env_params):
     """``act(state, key, obs[K, ...]) -> actions[K, *action_shape]``: the deterministic actor, no noise."""
     spec = box_spec(env, env_params)
-    actor = deterministic_actor(spec, config.hidden_sizes)
+    actor = networks.deterministic_actor(spec, config.hidden_sizes, config.network)
 
     def act(state: TD3State, key, obs):
         a = actor.apply(state.params["actor"], flat_obs(obs))
