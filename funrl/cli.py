@@ -88,6 +88,11 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
         "--freeze", default=None, metavar="REGEX",
         help="keep fixed the params whose path (e.g. actor.linear_0.weight) matches REGEX (re.search)",
     )
+    tr.add_argument(
+        "--network", default=None, metavar="MODULE:FUNCTION",
+        help="your own networks: a factory(role, in_shape, out_dim) returning a torch.nn.Module or funrl.nn.Model "
+             "(sets the config field network; see funrl/algorithms/networks.py)",
+    )
     tr.add_argument("--device", default=None, choices=["cpu", "cuda"], help="device (default cpu)")
     tr.add_argument("--threads", type=int, default=None, metavar="N",
                     help="torch CPU threads (default 1, or OMP_NUM_THREADS when set: more threads collapse on a busy "
@@ -256,6 +261,7 @@ def _train_flag_names(given: dict, overrides: dict, lora: bool) -> dict:
     for k in overrides:
         names[f"config.{k}"] = f"--set {k}"
     names["config.freeze"] = "--freeze"
+    names["config.network"] = "--network"
     if lora:
         names["config.lora_rank"] = "--lora"
     return names
@@ -269,6 +275,8 @@ def _cmd_train(args) -> int:
         overrides["freeze"] = args.freeze
     if args.lora is not None:
         overrides["lora_rank"] = args.lora
+    if args.network is not None:
+        overrides["network"] = args.network
     env_params = _parse_env_sets(args.env_set)
     from funrl.sweeps import parse_sweep_args
 

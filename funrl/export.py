@@ -133,6 +133,9 @@ def _state_dict(cfg, env, env_params, config, state) -> dict:
     if algo not in _MLP:
         raise ValueError(f"format: state_dict supports {', '.join(sorted(_MLP))} and tabular, not {algo}; "
                          f"use format='torchscript'")
+    if getattr(config, "network", ""):
+        raise ValueError(f"format: state_dict describes funrl's default MLP; this {algo} run uses its own network "
+                         f"({config.network}); use format='torchscript'")
     where, box_head = _MLP[algo]
     params = state.params if where is None else state.params[where]
     activation = getattr(config, "activation", "relu")

@@ -596,6 +596,10 @@ def _setup(ctx, s: _Settings) -> tuple[_Job, Any]:
     blocks = distributed.seed_blocks(s.seeds, w.world_size)
     start, count = blocks[w.rank]
     module, env_id, config = resolve_config(s.algo, s.env, s.total_steps, s.overrides)
+    if hasattr(config, "network"):  # a lambda could not be rebuilt from config.json by eval, export or resume
+        from funrl.algorithms.networks import require_import_path
+
+        require_import_path(config)
     # the LM algorithms run their pieces eagerly (vmapped): see COMPILE in funrl/algorithms/lm_common.py
     compile = s.compile and getattr(module, "COMPILE", True)
     make_env = getattr(module, "make_env", funrl.envs.make)  # LM algorithms take a task from funrl.lm.tasks

@@ -49,6 +49,7 @@ records, so ``funrl eval``, ``funrl export --format torchscript`` and
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 import re
@@ -290,11 +291,28 @@ def module_model(module: torch.nn.Module, init: Callable[[torch.Tensor], dict] |
         init = torch_init(module)
     elif not callable(init):
         raise TypeError(f"init: expected a function init(key) -> params, got {type(init).__name__}")
+    template = copy.deepcopy(module)
 
     def apply_one(params: dict, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            # functional_call refuses to run under torch.jit.trace (funrl export): trace a copy holding the params
+            return _with_params(template, params)(x)
         return apply(params, x)
 
     return nn.Model(init, apply_one)
+
+
+def _with_params(template: torch.nn.Module, params: dict) -> torch.nn.Module:
+    """A copy of ``template`` whose parameters and buffers are the tensors of ``params`` (no copies of them)."""
+    module = copy.deepcopy(template)
+    for name, t in params.items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        if leaf in owner._parameters:
+            owner._parameters[leaf] = torch.nn.Parameter(t, requires_grad=False)
+        else:
+            owner._buffers[leaf] = t
+    return module
 
 
 def custom_network(network: str | Callable, role: str, in_shape: Sequence[int], out_dim: int) -> nn.Model | None:

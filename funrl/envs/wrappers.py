@@ -5,7 +5,7 @@ one.  Stateless wrappers (:class:`ClipAction`, :class:`RescaleAction`,
 :class:`FlattenObservation`, :class:`TransformObservation`,
 :class:`TransformReward`) pass the inner state through unchanged.  Stateful
 ones (:class:`EpisodeStatistics`, :class:`NormalizeObservation`,
-:class:`NormalizeReward`) keep their statistics in a state dataclass that
+:class:`NormalizeReward`, :class:`FrameStack`) keep their statistics in a state dataclass that
 holds the inner state in ``env_state``; everything stays a pytree of tensors,
 so a wrapped env vmaps and compiles like a bare one.
 
@@ -52,6 +52,8 @@ __all__ = [
     "FlattenObservation",
     "TransformObservation",
     "TransformReward",
+    "FrameStack",
+    "FrameStackState",
 ]
 
 
@@ -680,3 +682,84 @@ class TransformReward(Wrapper):
         """Step with ``fn(reward)``."""
         obs, state, reward, terminated, truncated, info = super().step(key, state, action, params, autoreset)
         return obs, state, self.fn(reward), terminated, truncated, info
+
+
+# ---------------------------------------------------------------- frame stacking
+@tree.pytree_dataclass
+class FrameStackState:
+    """State of :class:`FrameStack`: ``env_state`` and the last ``frames`` ``[num_stack, *obs_shape]``."""
+
+    env_state: Any
+    frames: torch.Tensor
+
+    @property
+    def time(self) -> torch.Tensor:
+        """The wrapped env's step counter."""
+        return self.env_state.time
+
+
+class FrameStack(Wrapper):
+    """The last ``num_stack`` observations, oldest first (gymnasium's ``FrameStackObservation``).
+
+    ``obs [*obs_shape] -> [num_stack, *obs_shape]``.  A new episode (``reset``
+    or an auto-reset) starts with its first observation after ``num_stack - 1``
+    padding frames: copies of that observation (``padding="reset"``,
+    gymnasium's default) or zeros (``padding="zero"``).  On the step that ends
+    an episode, ``info["final_obs"]`` is the stack ending in the final
+    observation (what gymnasium's wrapper returns from that step) and ``obs``
+    is the new episode's padded stack (what its ``reset`` returns).
+
+    Args:
+      env: env with a Box observation space.
+      num_stack: frames kept (int >= 1).
+      padding: ``"reset"`` or ``"zero"``.
+    """
+
+    def __init__(self, env: Environment, num_stack: int, padding: str = "reset"):
+        super().__init__(env)
+        if isinstance(num_stack, bool) or not isinstance(num_stack, int) or num_stack < 1:
+            raise ValueError(f"num_stack: expected an int >= 1, got {num_stack!r}")
+        if padding not in ("reset", "zero"):
+            raise ValueError(f"padding: expected 'reset' or 'zero', got {padding!r}")
+        space = env.observation_space(env.default_params())
+        if not isinstance(space, spaces.Box):
+            raise TypeError(f"env: FrameStack needs a Box observation space, got {space!r}")
+        self.num_stack = num_stack
+        self.padding = padding
+
+    def observation_space(self, params=None) -> spaces.Box:
+        """The wrapped Box repeated ``num_stack`` times along a new leading axis."""
+        inner = self.env.observation_space(params)
+        shape = (self.num_stack, *inner.shape)
+        return spaces.Box(inner.low.expand(shape), inner.high.expand(shape), shape, inner.dtype)
+
+    def _fresh(self, obs: torch.Tensor) -> torch.Tensor:
+        pad = obs if self.padding == "reset" else torch.zeros_like(obs)
+        return torch.stack([pad] * (self.num_stack - 1) + [obs])
+
+    @staticmethod
+    def _push(frames: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([frames[1:], obs[None].to(frames.dtype)])
+
+    def reset(self, key: torch.Tensor, params=None):
+        """``(stacked obs, FrameStackState)``: the first observation after its padding."""
+        key = jr._check_key(key, "key")
+        obs, env_state = self.env.reset(key, self._resolve_params(params, key))
+        frames = self._fresh(obs)
+        return frames, FrameStackState(env_state, frames)
+
+    def step(self, key: torch.Tensor, state: FrameStackState, action, params=None, autoreset: bool = True):
+        """Step and push the new observation; an auto-reset starts a fresh stack (see the class docstring)."""
+        if not isinstance(state, FrameStackState):
+            raise TypeError(f"state: expected a FrameStackState (from this wrapper's reset), got {type(state).__name__}")
+        key = jr._check_key(key, "key")
+        obs, env_state, reward, terminated, truncated, info = self.env.step(
+            key, state.env_state, action, self._resolve_params(params, key), autoreset=autoreset
+        )
+        final = self._push(state.frames, info["final_obs"])
+        frames = self._push(state.frames, obs)
+        if autoreset:
+            frames = torch.where(terminated | truncated, self._fresh(obs), frames)
+        info = dict(info)
+        info["final_obs"] = final
+        return frames, FrameStackState(env_state, frames), reward, terminated, truncated, info
