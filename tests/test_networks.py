@@ -4,6 +4,7 @@ funrl train --network), torch's initialisation re-drawn from keys, and the Frame
 import json
 import math
 import os
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -210,6 +211,17 @@ def test_config_network_accepts_a_path_or_an_importable_function_and_refuses_jun
         networks.resolve_network(f"{HERE}:nothing")
     with pytest.raises(ValueError, match="cannot be rebuilt from config.json"):
         funrl.run("ppo", seeds=1, compile=False, progress=False, network=lambda role, s, n: None, **TINY_PPO)
+
+
+def test_a_factory_in_the_current_directory_is_found(tmp_path, monkeypatch):
+    (tmp_path / "netmod_in_cwd.py").write_text("def f(role, in_shape, out_dim):\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    before = list(sys.path)
+    assert networks.resolve_network("netmod_in_cwd:f").__module__ == "netmod_in_cwd"
+    assert sys.path == before  # the path is restored
+    with pytest.raises(ValueError, match="cannot import module 'netmod_missing'"):
+        networks.resolve_network("netmod_missing:f")
 
 
 def test_output_shape_is_checked_against_the_env(cartpole):

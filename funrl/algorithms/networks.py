@@ -43,8 +43,9 @@ and must return:
 Shapes are checked when the algorithm is built (a clear error names the role,
 what was expected and what came back).  The import path is what config.json
 records, so ``funrl eval``, ``funrl export --format torchscript`` and
-``--resume`` rebuild the same network; a lambda or local function works with
-``make_train`` but ``funrl.run`` refuses it (it could not be rebuilt).
+``--resume`` rebuild the same network (a module in the current directory is
+found too); a lambda or local function works with ``make_train`` but
+``funrl.run`` refuses it (it could not be rebuilt).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import os
 import re
+import sys
 from typing import Callable, Sequence
 
 import torch
@@ -70,6 +73,7 @@ __all__ = [
     "LOG_STD_MAX",
     "check_network",
     "network_import_path",
+    "require_import_path",
     "resolve_network",
     "custom_network",
     "module_model",
@@ -141,7 +145,7 @@ def resolve_network(network: str | Callable) -> Callable | None:
         raise ValueError(f"network: expected an import path 'package.module:function', got {network!r}")
     module_name, qualname = network.split(":")
     try:
-        obj = importlib.import_module(module_name)
+        obj = _import(module_name)
     except ImportError as e:
         raise ValueError(f"network: cannot import module {module_name!r} of {network!r} ({e})") from None
     for part in qualname.split("."):
@@ -151,6 +155,23 @@ def resolve_network(network: str | Callable) -> Callable | None:
     if not callable(obj):
         raise ValueError(f"network: {network!r} is a {type(obj).__name__}, expected a function factory(role, in_shape, out_dim)")
     return obj
+
+
+def _import(module_name: str):
+    """Import ``module_name``, also from the current directory (the ``funrl`` script, unlike ``python -m``, has
+    no current directory on its path, and a factory next to the user's files is the common case; uvicorn does
+    the same for its ``module:app`` strings)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        if e.name != module_name.split(".")[0] or cwd in sys.path or "" in sys.path:
+            raise
+    sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(cwd)
 
 
 # ----------------------------------------------------------------------------- torch modules, key-driven
