@@ -604,12 +604,3 @@ def seed_keys(seed: int, num_seeds: int, device="cpu", first: int = 0) -> torch.
     base = jr.key(seed, device=device)
     return torch.stack([jr.fold_in(base, first + i) for i in range(num_seeds)])
 
-
-def __getattr__(name: str):
-    # the class was called Runner, a name it shared with the module funrl.runner
-    if name == "Runner":
-        import warnings
-
-        warnings.warn("funrl.algorithms.common.Runner is now Driver", DeprecationWarning, stacklevel=2)
-        return Driver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
