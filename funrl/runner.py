@@ -878,6 +878,11 @@ def _write_summary(job: _Job, metrics: dict, start: int, wall: float) -> dict:
     """summary.json (and the learning curve with matplotlib) of the whole run; returns the summary."""
     s, driver = job.settings, job.driver
     finals = final_returns(metrics)
+    bad = [i for i, x in enumerate(finals.tolist()) if not math.isfinite(x)]
+    if bad:  # only with skip_nonfinite (otherwise the chunk check stopped the run): no summary of NaN returns
+        raise Diverged(f"training finished, but seed(s) {bad} end with non-finite returns (skip_nonfinite="
+                       f"{getattr(job.config, 'skip_nonfinite', 0)} skipped their NaN steps); metrics.csv and the "
+                       f"checkpoints in {job.out} are written, summary.json is not")
     summary = stats.summarize(finals.numpy())
     summary.update({
         "algo": s.algo.lower(),

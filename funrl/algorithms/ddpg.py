@@ -53,12 +53,14 @@ from funrl.algorithms.common import (
     check_config,
     check_freeze,
     check_hidden_sizes,
+    check_skip_nonfinite,
     check_total_timesteps,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
+    with_finite_guard,
     with_frozen,
 )
 from funrl.envs import spaces
@@ -86,9 +88,11 @@ class Config:
     hidden_sizes: tuple = (256, 256)  #: actor and critic hidden layers (relu)
     network: str = ""  #: a factory "package.module:function" of your own networks, roles actor, critic (see networks.py); "" the MLPs above
     freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
+    skip_nonfinite: int = 0  #: skip optimizer steps whose gradients are NaN/inf, up to this many in a row (0: off)
 
     def __post_init__(self):
         check_freeze(self)
+        check_skip_nonfinite(self)
         check_config(
             self,
             positive=("learning_rate",),
@@ -242,8 +246,8 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     # the learning rate is applied by hand so that it can be a per-seed tensor
     tx = optim.scale_by_adam()
     mask = freeze_mask(config.freeze, lambda: {"actor": actor.init(jr.key(0)), "critic": critic.init(jr.key(1))})
-    actor_tx = with_frozen(tx, None if mask is None else mask["actor"])
-    critic_tx = with_frozen(tx, None if mask is None else mask["critic"])
+    actor_tx = with_finite_guard(with_frozen(tx, None if mask is None else mask["actor"]), config.skip_nonfinite)
+    critic_tx = with_finite_guard(with_frozen(tx, None if mask is None else mask["critic"]), config.skip_nonfinite)
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
     env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
 

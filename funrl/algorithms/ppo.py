@@ -39,12 +39,14 @@ from funrl.algorithms.common import (
     check_config,
     check_freeze,
     check_hidden_sizes,
+    check_skip_nonfinite,
     check_total_timesteps,
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
+    with_finite_guard,
     with_frozen,
 )
 from funrl.envs import spaces
@@ -77,9 +79,11 @@ class Config:
     activation: str = "tanh"  #: hidden activation
     network: str = ""  #: a factory "package.module:function" of your own networks, roles actor, critic (see networks.py); "" the MLPs above
     freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
+    skip_nonfinite: int = 0  #: skip optimizer steps whose gradients are NaN/inf, up to this many in a row (0: off)
 
     def __post_init__(self):
         check_freeze(self)
+        check_skip_nonfinite(self)
         check_hidden_sizes(self)
         networks.check_network(self)
         check_config(
@@ -213,7 +217,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     num_updates = config.num_updates
     init_params, value_fn, sample_fn, evaluate_fn, to_env, discrete, _ = _policy(config, env, env_params)
     tx = optim.chain(optim.clip_by_global_norm(config.max_grad_norm), optim.scale_by_adam(eps=config.adam_eps))
-    tx = with_frozen(tx, freeze_mask(config.freeze, lambda: init_params(jr.key(0))))
+    tx = with_finite_guard(with_frozen(tx, freeze_mask(config.freeze, lambda: init_params(jr.key(0)))), config.skip_nonfinite)
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
     env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
 
