@@ -19,7 +19,6 @@ processes (see :mod:`funrl.distributed`); a failed rank makes the job exit 1.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 

@@ -38,49 +38,22 @@ import torch.nn.functional as F
 
 from funrl import random as jr
 from funrl.algorithms import ddpg, replay
-from funrl.envs import make
-from funrl.envs.probes import TwoStep
-from torch_reference import adam_moments, as_funrl, funrl_adam_moments, module
+from torch_reference import (
+    CleanRLActor,
+    CleanRLQNetwork,
+    adam_moments,
+    as_funrl,
+    deterministic_test_envs,
+    funrl_adam_moments,
+)
 
 GAMMA, TAU, LR, BATCH = 0.9, 0.3, 0.01, 8
 E, UPDATES = 2, 7
 
 
-class _Actor(torch.nn.Module):
-    """CleanRL's ``Actor``: ``tanh(mlp(obs)) * action_scale + action_bias``."""
-
-    def __init__(self, params, low, high):
-        super().__init__()
-        self.net = module(params, "relu", "tanh")
-        self.scale, self.bias = (high - low) / 2, (high + low) / 2
-
-    def forward(self, obs):
-        return self.net(obs) * self.scale + self.bias
-
-
-class _QNetwork(torch.nn.Module):
-    """CleanRL's ``QNetwork``: ``mlp(concat(obs, action))``."""
-
-    def __init__(self, params):
-        super().__init__()
-        self.net = module(params, "relu")
-
-    def forward(self, obs, action):
-        return self.net(torch.cat([obs, action], 1)).squeeze(1)
-
-
-def _envs():
-    pendulum, pendulum_params = make("Pendulum-v1", max_episode_steps=3)
-    two_step = TwoStep(continuous=True)
-    return {
-        "pendulum": (pendulum, pendulum_params, lambda obs: torch.zeros(obs.shape[0])),
-        "two_step": (two_step, two_step.default_params(), lambda obs: (obs[:, 0] > 0.5).float()),
-    }
-
-
 @pytest.mark.parametrize("env_name", ["pendulum", "two_step"])
 def test_critic_actor_and_target_steps_equal_cleanrl_formulas(env_name):
-    env, env_params, terminates = _envs()[env_name]
+    env, env_params, terminates = deterministic_test_envs()[env_name]
     config = ddpg.Config(
         total_timesteps=E * UPDATES, num_envs=E, learning_starts=4, batch_size=BATCH, buffer_size=32,
         policy_frequency=2, learning_rate=LR, gamma=GAMMA, tau=TAU, hidden_sizes=(16, 16),
@@ -98,9 +71,9 @@ def test_critic_actor_and_target_steps_equal_cleanrl_formulas(env_name):
 
     space = env.action_space(env_params)
     low, high = space.low.reshape(-1).float(), space.high.reshape(-1).float()
-    actor, qf1 = _Actor(states[0].params["actor"], low, high), _QNetwork(states[0].params["critic"])
-    target_actor = _Actor(states[0].target_params["actor"], low, high)
-    qf1_target = _QNetwork(states[0].target_params["critic"])
+    actor, qf1 = CleanRLActor(states[0].params["actor"], low, high), CleanRLQNetwork(states[0].params["critic"])
+    target_actor = CleanRLActor(states[0].target_params["actor"], low, high)
+    qf1_target = CleanRLQNetwork(states[0].target_params["critic"])
     q_optimizer = torch.optim.Adam(qf1.parameters(), lr=LR)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=LR)
     ends_in_batches = actor_steps = 0

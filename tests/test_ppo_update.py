@@ -16,28 +16,17 @@ import copy
 import pytest
 import torch
 
-from funrl import envs
 from funrl import random as jr
 from funrl.algorithms import ppo
 from helpers import assert_match
+from torch_reference import module
 
 GAMMA, LAMBDA, CLIP, ENT, VF, LR, MAX_NORM = 0.97, 0.8, 0.1, 0.05, 0.7, 0.05, 0.5
 
 
 def _module(mlp_params) -> torch.nn.Sequential:
     """The funrl MLP ``{"linear_i": {"weight", "bias"}}`` (tanh between layers) as an nn.Sequential."""
-    layers = []
-    n = len(mlp_params)
-    for i in range(n):
-        p = mlp_params[f"linear_{i}"]
-        lin = torch.nn.Linear(p["weight"].shape[1], p["weight"].shape[0])
-        with torch.no_grad():
-            lin.weight.copy_(p["weight"])
-            lin.bias.copy_(p["bias"])
-        layers.append(lin)
-        if i < n - 1:
-            layers.append(torch.nn.Tanh())
-    return torch.nn.Sequential(*layers)
+    return module(mlp_params, "tanh")
 
 
 def _cleanrl_gae(rewards, values, dones, last_value):

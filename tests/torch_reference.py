@@ -61,3 +61,39 @@ def funrl_adam_moments(opt_state) -> dict:
         if found is not None:
             return found
     return None
+
+
+class CleanRLActor(torch.nn.Module):
+    """CleanRL's ``Actor``: ``tanh(mlp(obs)) * action_scale + action_bias``."""
+
+    def __init__(self, params, low, high):
+        super().__init__()
+        self.net = module(params, "relu", "tanh")
+        self.scale, self.bias = (high - low) / 2, (high + low) / 2
+
+    def forward(self, obs):
+        return self.net(obs) * self.scale + self.bias
+
+
+class CleanRLQNetwork(torch.nn.Module):
+    """CleanRL's ``QNetwork``: ``mlp(concat(obs, action))``."""
+
+    def __init__(self, params):
+        super().__init__()
+        self.net = module(params, "relu")
+
+    def forward(self, obs, action):
+        return self.net(torch.cat([obs, action], 1)).squeeze(1)
+
+
+def deterministic_test_envs():
+    """Pendulum cut at 3 steps and the continuous TwoStep probe, each with its termination rule for a reference."""
+    from funrl.envs import make
+    from funrl.envs.probes import TwoStep
+
+    pendulum, pendulum_params = make("Pendulum-v1", max_episode_steps=3)
+    two_step = TwoStep(continuous=True)
+    return {
+        "pendulum": (pendulum, pendulum_params, lambda obs: torch.zeros(obs.shape[0])),
+        "two_step": (two_step, two_step.default_params(), lambda obs: (obs[:, 0] > 0.5).float()),
+    }
