@@ -45,6 +45,7 @@ from torch_reference import (
     as_funrl,
     deterministic_test_envs,
     funrl_adam_moments,
+    run_updates,
 )
 
 GAMMA, TAU, LR, BATCH = 0.9, 0.3, 0.01, 8
@@ -60,13 +61,7 @@ def test_critic_actor_and_target_steps_equal_cleanrl_formulas(env_name):
     )
     algo = ddpg.make_algorithm(config, env, env_params)
     assert algo.num_updates == UPDATES
-    state0 = algo.init(jr.key(6))
-    state0 = state0._replace(target_params=algo.init(jr.key(7)).params)
-    states, metrics = [state0], []
-    for _ in range(UPDATES):
-        state, m = algo.update(states[-1])
-        states.append(state)
-        metrics.append(m)
+    states, metrics = run_updates(algo, UPDATES)
     data = states[-1].buffer.data  # 14 transitions in 32 slots: nothing overwritten
 
     space = env.action_space(env_params)

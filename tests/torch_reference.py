@@ -97,3 +97,21 @@ def deterministic_test_envs():
         "pendulum": (pendulum, pendulum_params, lambda obs: torch.zeros(obs.shape[0])),
         "two_step": (two_step, two_step.default_params(), lambda obs: (obs[:, 0] > 0.5).float()),
     }
+
+
+def run_updates(algo, n: int) -> tuple[list, list]:
+    """``n`` updates of an off-policy ``algo`` from ``init(key(6))`` with targets from ``init(key(7))``.
+
+    The targets start from another draw (as after a warm start), so a reference that
+    confuses online and target networks differs from the first step.  Returns the
+    ``n + 1`` states (initial first) and the ``n`` updates' metrics.
+    """
+    from funrl import random as jr
+
+    state = algo.init(jr.key(6))
+    states, metrics = [state._replace(target_params=algo.init(jr.key(7)).params)], []
+    for _ in range(n):
+        state, m = algo.update(states[-1])
+        states.append(state)
+        metrics.append(m)
+    return states, metrics
