@@ -6,12 +6,9 @@ loop over time that stops when every episode has ended.
 
 from __future__ import annotations
 
-import os
 
 import torch
 
-import funrl
-from funrl import checkpoint as ckpt
 from funrl import random as jr
 from funrl import stats, tree
 
@@ -65,19 +62,11 @@ def evaluate_run(directory: str, episodes: int = 10, seed: int = 12345) -> dict:
       (float64 ``[S, K]``), ``summary`` (IQM/CI over the per-seed means) and
       ``update`` / ``num_updates``: the update count of the checkpoint evaluated, of the whole run.
     """
-    from funrl.algorithms import resolve_config
-    from funrl.algorithms.common import Driver, seed_keys
-    from funrl.results import read_config_json
+    from funrl.results import load_trained
 
-    cfg = read_config_json(os.path.join(directory, "config.json"))
-
-    module, env_id, config = resolve_config(cfg["algo"], cfg["env"], None, cfg["config"])
-    make_env = getattr(module, "make_env", funrl.envs.make)
-    env, env_params = make_env(env_id, **(cfg.get("env_params") or {}))
-    template = Driver(module.make_algorithm, config, env, env_params, compile=False).init(seed_keys(cfg["seed"], cfg["seeds"]))
-    manager = ckpt.CheckpointManager(os.path.join(directory, "checkpoints"))
-    update, saved, _ = manager.load()
-    states = tree.unflatten(tree.structure(template), tree.leaves(saved["state"]))
+    run = load_trained(directory)
+    cfg, module, config, env, env_params, update, states = (
+        run.cfg, run.module, run.config, run.env, run.env_params, run.update, run.states)
     if hasattr(module, "evaluate"):  # LM algorithms: rewards of greedy completions, one prompt per "episode"
         returns = module.evaluate(config, env, env_params, states, episodes, jr.key(seed))
     else:

@@ -59,7 +59,6 @@ import warnings
 
 import torch
 
-import funrl
 from funrl import checkpoint as ckpt
 from funrl import random as jr
 from funrl import tree
@@ -89,9 +88,8 @@ class _Policy(torch.nn.Module):
 
 def _load(run_dir: str, seed):
     """``(cfg, module, env, env_params, config, state of seed)`` of a results folder's newest checkpoint."""
-    from funrl.algorithms import get, resolve_config
-    from funrl.algorithms.common import Driver, seed_keys
-    from funrl.results import read_config_json
+    from funrl.algorithms import get
+    from funrl.results import load_trained, read_config_json
 
     if not os.path.isfile(os.path.join(run_dir, "config.json")) or not os.path.isdir(os.path.join(run_dir, "checkpoints")):
         raise ValueError(f"run_dir: {run_dir!r} is not a funrl results folder (no config.json and checkpoints/)")
@@ -103,11 +101,8 @@ def _load(run_dir: str, seed):
     S = int(cfg["seeds"])
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < S:
         raise ValueError(f"seed: expected an int in [0, {S}) (the run has {S} seeds), got {seed!r}")
-    module, env_id, config = resolve_config(cfg["algo"], cfg["env"], None, cfg["config"])
-    env, env_params = getattr(module, "make_env", funrl.envs.make)(env_id, **(cfg.get("env_params") or {}))
-    template = Driver(module.make_algorithm, config, env, env_params, compile=False).init(seed_keys(cfg["seed"], S))
-    _, saved, _ = ckpt.CheckpointManager(os.path.join(run_dir, "checkpoints")).load()
-    states = tree.unflatten(tree.structure(template), tree.leaves(saved["state"]))
+    run = load_trained(run_dir)
+    module, env, env_params, config, states = run.module, run.env, run.env_params, run.config, run.states
     state = tree.map(lambda x: x[seed].detach().cpu(), states)
     return cfg, module, env, env_params, config, state
 

@@ -34,12 +34,17 @@ import os
 import platform
 import re
 
+from typing import Any, NamedTuple
+
 import torch
 
 from funrl import checkpoint as ckpt
+from funrl import tree
 
 __all__ = [
     "CONFIG_JSON_KEYS",
+    "TrainedRun",
+    "load_trained",
     "METRICS_AXES",
     "read_config_json",
     "write_config_json",
@@ -332,6 +337,40 @@ def read_checkpoint(manager: ckpt.CheckpointManager, map_location=None) -> tuple
     if meta.get("metrics_axes") != METRICS_AXES:
         metrics = {k: v.transpose(0, 1).contiguous() for k, v in metrics.items()}
     return step, saved["state"], (meta.get("history_from", 0), metrics)
+
+
+class TrainedRun(NamedTuple):
+    """A results folder's newest checkpoint, rebuilt with its algorithm and env (see :func:`load_trained`)."""
+
+    cfg: dict  #: config.json
+    module: Any  #: the algorithm module
+    config: Any  #: its Config, as the run used it
+    env_id: str
+    env: Any
+    env_params: Any
+    update: int  #: the update count of the checkpoint
+    states: Any  #: every seed's training state, leaves ``[S, ...]``
+
+
+def load_trained(directory: str, map_location=None) -> TrainedRun:
+    """The newest good checkpoint of ``directory`` with the config, algorithm and env that trained it.
+
+    What ``funrl eval``, ``funrl eval --video`` and ``funrl export`` start from: the
+    saved state is poured into the structure of a fresh ``init`` of the same config
+    (checkpoints hold leaves, never pickled objects).
+    """
+    from funrl.algorithms import resolve_config
+    from funrl.algorithms.common import Driver, seed_keys
+    from funrl.envs import make
+
+    cfg = read_config_json(os.path.join(directory, "config.json"))
+    module, env_id, config = resolve_config(cfg["algo"], cfg["env"], None, cfg["config"])
+    env, env_params = getattr(module, "make_env", make)(env_id, **(cfg.get("env_params") or {}))
+    template = Driver(module.make_algorithm, config, env, env_params, compile=False).init(
+        seed_keys(cfg["seed"], int(cfg["seeds"])))
+    update, saved, _ = ckpt.CheckpointManager(os.path.join(directory, "checkpoints")).load(map_location=map_location)
+    states = tree.unflatten(tree.structure(template), tree.leaves(saved["state"]))
+    return TrainedRun(cfg, module, config, env_id, env, env_params, update, states)
 
 
 def clean_temp_files(directory: str) -> None:

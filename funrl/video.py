@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 import funrl
-from funrl import checkpoint as ckpt
 from funrl import random as jr
 from funrl import tree
 from funrl.envs import rendering
@@ -205,27 +204,25 @@ def record_run(directory: str, episodes: int = 1, seed: int = 12345, out_dir: st
         evaluation policy or of an env funrl cannot render (naming it).
       ImportError: imageio is missing (checked before anything is played).
     """
-    from funrl.algorithms import resolve_config
-    from funrl.algorithms.common import Driver, seed_keys
-    from funrl.results import read_config_json
+    from funrl.algorithms import get
+    from funrl.results import load_trained, read_config_json
 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes: expected an int >= 1, got {episodes!r}")
     cfg = read_config_json(os.path.join(directory, "config.json"))
-    module, env_id, config = resolve_config(cfg["algo"], cfg["env"], None, cfg["config"])
+    module = get(cfg["algo"])
     if not hasattr(module, "evaluation_policy"):
         raise ValueError(f"directory: {directory!r} is a {cfg['algo']} run; videos need an env-based algorithm "
                          f"with an evaluation policy")
-    env, env_params = getattr(module, "make_env", funrl.envs.make)(env_id, **(cfg.get("env_params") or {}))
+    # checked before the checkpoint is read: the env alone decides whether there can be a video
+    env, _ = funrl.envs.make(cfg["env"], **(cfg.get("env_params") or {}))
     if not rendering.renderable(env):
-        raise ValueError(f"directory: {directory!r} trained on {env_id}, which funrl cannot render; videos support "
-                         f"the classic-control envs ({', '.join(sorted(rendering.RENDER_FPS))})")
+        raise ValueError(f"directory: {directory!r} trained on {cfg['env']}, which funrl cannot render; videos "
+                         f"support the classic-control envs ({', '.join(sorted(rendering.RENDER_FPS))})")
     require_imageio()
-    # the checkpoint's state has the structure of a fresh init of the same config (as funrl eval loads it)
-    template = Driver(module.make_algorithm, config, env, env_params, compile=False).init(seed_keys(cfg["seed"], cfg["seeds"]))
     # on the CPU, with the env: a run trained on a GPU plays here too
-    _, saved, _ = ckpt.CheckpointManager(os.path.join(directory, "checkpoints")).load(map_location="cpu")
-    states = tree.unflatten(tree.structure(template), tree.leaves(saved["state"]))
+    run = load_trained(directory, map_location="cpu")
+    module, config, env, env_params, states = run.module, run.config, run.env, run.env_params, run.states
     act = module.evaluation_policy(config, env, env_params)
     fps = rendering.RENDER_FPS[type(getattr(env, "unwrapped", env)).__name__]
     out_dir = out_dir or os.path.join(directory, "videos")
