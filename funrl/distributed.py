@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import sys
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
@@ -274,12 +275,23 @@ def init(w: World) -> "Torchrun":
     return Torchrun(w, None, owned)
 
 
-def cleanup(ctx: "Torchrun | Local | None") -> None:
-    """Leave the process group if :func:`init` created it (safe to call twice or with None)."""
+def cleanup(ctx: "Torchrun | Local | None", wait: bool = False) -> None:
+    """Leave the process group if :func:`init` created it (safe to call twice or with None).
+
+    ``wait=True`` (a clean exit) first waits for every rank at a barrier, so no
+    rank closes its connections while a peer is still in a collective.  After
+    the group is destroyed the garbage collector runs, so gloo's worker
+    threads are joined now, while the interpreter is whole: a group freed only
+    at interpreter shutdown can abort the process ("terminate called without
+    an active exception") after a run that succeeded.
+    """
     import torch.distributed as dist
 
     if isinstance(ctx, Torchrun) and ctx.owned and dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def _cpu(x):
@@ -444,7 +456,7 @@ class Local:
         """``t`` itself: the one block is every seed (``blocks == [(0, S)]``)."""
         return t
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
         """Nothing to leave."""
 
 
@@ -494,9 +506,9 @@ class Torchrun:
         """This rank's block of rank 0's ``t`` (:func:`scatter_blocks_from_rank0`)."""
         return scatter_blocks_from_rank0(t, blocks, self, dim)
 
-    def close(self) -> None:
-        """Leave the process group if :func:`init` created it (:func:`cleanup`)."""
-        cleanup(self)
+    def close(self, wait: bool = False) -> None:
+        """Leave the process group if :func:`init` created it (:func:`cleanup`; ``wait``: barrier first)."""
+        cleanup(self, wait)
 
 
 @contextlib.contextmanager
@@ -510,5 +522,7 @@ def context(environ: Mapping[str, str] | None = None) -> Iterator["Local | Torch
     ctx = init(w) if w.distributed else Local()
     try:
         yield ctx
-    finally:
-        ctx.close()
+    except BaseException:
+        ctx.close()  # no barrier: a failed rank may never reach it
+        raise
+    ctx.close(wait=True)
