@@ -642,7 +642,7 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
         notfinite_count = torch.where(isfinite, torch.zeros_like(state.notfinite_count), state.notfinite_count + 1)
         ok = isfinite | (notfinite_count > max_consecutive_errors)
         out = _tree.map(lambda u: torch.where(ok, u, torch.zeros_like(u)), new_u)
-        inner_state = _tree.map(lambda a, b: torch.where(ok, a, b), new_inner, state.inner_state)
+        inner_state = _tree.where(ok, new_inner, state.inner_state)
         total = state.total_notfinite + (~isfinite).to(state.total_notfinite.dtype)
         return out, ApplyIfFiniteState(notfinite_count, isfinite, total, inner_state)
 

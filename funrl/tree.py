@@ -46,6 +46,7 @@ __all__ = [
     "vdot",
     "allclose",
     "equal",
+    "where",
     "num_leaves",
     "size",
 ]
@@ -458,6 +459,35 @@ def join(a: dict, b: dict, like: dict | None = None) -> dict:
             raise TypeError(f"{name}: expected a nested dict, got {type(t).__name__}")
     out = walk(a, b, ())
     return out if like is None else order(out, like, ())
+
+
+def where(pred: torch.Tensor, on_true: Any, on_false: Any) -> Any:
+    """Leaf-wise ``torch.where(pred, on_true, on_false)`` over two pytrees of the same structure.
+
+    The branch-free ``if`` of pure code (``jax.lax.select`` over a tree): pick a
+    whole state, params tree or optimizer state by a traced flag without
+    ``.item()`` or Python control flow, so it works under ``vmap`` and ``compile``.
+
+    Args:
+      pred: bool tensor that broadcasts against every leaf (usually ``()``; a
+        leading batch shape selects per row where every leaf starts with it).
+      on_true, on_false: pytrees with the same structure; leaves broadcast
+        together (same dtype expected: ``torch.where`` promotes otherwise).
+
+    Returns:
+      A pytree of the same structure.
+
+    Raises:
+      TypeError: ``pred`` is not a bool tensor.
+      ValueError: the structures differ (names both).
+    """
+    if not isinstance(pred, torch.Tensor) or pred.dtype != torch.bool:
+        got = f"a {pred.dtype} tensor" if isinstance(pred, torch.Tensor) else type(pred).__name__
+        raise TypeError(f"pred: expected a bool tensor, got {got}")
+    if structure(on_true) != structure(on_false):
+        raise ValueError(f"on_true, on_false: expected the same tree structure, got {structure(on_true)} and "
+                         f"{structure(on_false)}")
+    return map(lambda a, b: torch.where(pred, a, b), on_true, on_false)
 
 
 def allclose(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-8) -> bool:

@@ -283,3 +283,24 @@ def test_split_join_errors_name_the_argument():
         tree.join(p, [])
     with pytest.raises(ValueError, match="like: expected the keys"):
         tree.join(*tree.split(r"^head", p), like={"body": 1})
+
+
+def test_where_selects_whole_trees_and_per_row():
+    a = {"x": torch.tensor([1.0, 2.0]), "p": Pair(torch.tensor(3), torch.tensor([[4.0]]))}
+    b = {"x": torch.tensor([5.0, 6.0]), "p": Pair(torch.tensor(7), torch.tensor([[8.0]]))}
+    assert tree.equal(tree.where(torch.tensor(True), a, b), a)
+    assert tree.equal(tree.where(torch.tensor(False), a, b), b)
+    # under vmap a () flag per row picks per row, as jax.lax.select does
+    rows = torch.func.vmap(lambda f, u, v: tree.where(f, u, v))(torch.tensor([True, False]), torch.arange(2.0), -torch.arange(2.0) - 5)
+    assert rows.tolist() == [0.0, -6.0]
+    # unbatched inputs are left unchanged (pure)
+    assert a["x"].tolist() == [1.0, 2.0] and b["x"].tolist() == [5.0, 6.0]
+
+
+def test_where_rejects_bad_flag_and_mismatched_trees():
+    with pytest.raises(TypeError, match="pred: expected a bool tensor, got a torch.float32 tensor"):
+        tree.where(torch.tensor(1.0), {"x": torch.zeros(1)}, {"x": torch.ones(1)})
+    with pytest.raises(TypeError, match="pred: expected a bool tensor, got bool"):
+        tree.where(True, {"x": torch.zeros(1)}, {"x": torch.ones(1)})
+    with pytest.raises(ValueError, match="on_true, on_false: expected the same tree structure"):
+        tree.where(torch.tensor(True), {"x": torch.zeros(1)}, {"y": torch.ones(1)})

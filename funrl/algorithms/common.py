@@ -65,6 +65,7 @@ __all__ = [
     "freeze_mask",
     "with_finite_guard",
     "with_frozen",
+    "step_size",
 ]
 
 Lift = Callable[..., Callable]
@@ -372,6 +373,31 @@ def with_frozen(tx: optim.GradientTransformation, mask) -> optim.GradientTransfo
     if mask is None:
         return tx
     return optim.chain(optim.freeze(mask), tx, optim.freeze(mask))
+
+
+def step_size(learning_rate, anneal_updates: int = 0, steps_per_update: int = 1):
+    """The step size an algorithm hands to :func:`funrl.optim.scale_by_learning_rate`.
+
+    The optimizer is built from the seed's own hyper-parameters inside each
+    piece (as PureJaxRL builds optax's inside ``train``), so a vmapped seed
+    batch can hold one learning rate per seed; this gives that rate, constant
+    or annealed linearly to 0 by :func:`funrl.optim.linear_schedule`.
+
+    Args:
+      learning_rate: the seed's rate: float tensor ``()`` (batched under vmap) or a number.
+      anneal_updates: 0: constant; ``N > 0``: the rate at update ``u`` is
+        ``learning_rate * (1 - u / N)`` (CleanRL's ``anneal_lr``: ``u`` counts
+        updates from 0, constant within an update).
+      steps_per_update: optimizer steps per update (PPO: epochs x minibatches),
+        since the schedule sees the optimizer's step count.
+
+    Returns:
+      ``learning_rate`` itself, or a schedule ``count -> float32 tensor ()``.
+    """
+    if not anneal_updates:
+        return learning_rate
+    frac = optim.linear_schedule(1.0, 0.0, anneal_updates)
+    return lambda count: learning_rate * frac(torch.div(count, steps_per_update, rounding_mode="floor"))
 
 
 def check_skip_nonfinite(config) -> None:

@@ -138,16 +138,8 @@ def _dense(x: torch.Tensor) -> torch.Tensor:
 
 
 def select_tree(pred: torch.Tensor, on_true: Any, on_false: Any) -> Any:
-    """Leaf-wise ``torch.where(pred, on_true, on_false)`` over two same-structure pytrees.
-
-    Args:
-      pred: bool tensor of shape ``()`` (broadcast against every leaf).
-      on_true, on_false: pytrees with the same structure and leaf dtypes.
-
-    Returns:
-      A pytree of the same structure.
-    """
-    return tree.map(lambda a, b: torch.where(pred, a, b), on_true, on_false)
+    """Leaf-wise ``torch.where(pred, on_true, on_false)``: :func:`funrl.tree.where` (kept under this name for env code)."""
+    return tree.where(pred, on_true, on_false)
 
 
 class Environment:

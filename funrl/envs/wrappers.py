@@ -149,10 +149,6 @@ def _stats_like(key: torch.Tensor, zeros: torch.Tensor) -> RunningMeanStd:
     )
 
 
-def _select(pred: torch.Tensor, a, b):
-    return tree.map(lambda u, v: torch.where(pred, u, v), a, b)
-
-
 def _float_dtype_of(params, default: torch.dtype = torch.float32) -> torch.dtype:
     """The first floating dtype among the params' leaves (the env's dtype)."""
     for leaf in tree.leaves(params):
@@ -409,7 +405,7 @@ class NormalizeObservation(Wrapper):
         stats_final = self._observe(state.obs_stats, final_obs)
         if autoreset:
             # the reset obs is a second observation only where the episode ended
-            stats = _select(terminated | truncated, self._observe(stats_final, obs), stats_final)
+            stats = tree.where(terminated | truncated, self._observe(stats_final, obs), stats_final)
         else:
             stats = stats_final
         info = dict(info)
