@@ -1,16 +1,21 @@
-"""The main job on a quiet machine and beside one competing CPU-bound process, by thread count.
+"""The main job by processes x threads, on a quiet machine and beside one competing CPU-bound process.
 
 Issue 16 item 1: a busy machine must slow funrl down in proportion, not 20-50x.
-Each cell runs ``funrl train`` (PPO, CartPole-v1, 8 seeds, compiled; the main
-job) in a fresh process and reads its summary.json; "loaded" cells start one
+Issue 13 item 5: one process with 2 threads against 2 processes x 1 thread
+(``funrl train --processes``, funrl's torchrun path), at 8 and 64 seeds; the
+faster is what ``funrl train`` does by default (``--processes auto``).
+Each cell runs ``funrl train`` (PPO, CartPole-v1, compiled) in a fresh
+process and reads its summary.json; "loaded" cells start one
 ``python -c 'while True: pass'`` first and stop it afterwards.
 
-    python benchmarks/threads.py [--total-steps 500000] [--loaded-2-steps 50000] [--out results/threads.json]
+    python benchmarks/threads.py [--total-steps 500000] [--seeds-64-steps 100000] [--loaded-2-steps 50000]
+                                 [--out results/threads.json]
 
-The default (1 thread, see funrl.threads) is compared with 2 threads (torch's
-own default on 2 cores).  2 threads under load run a shorter job
+8 seeds run the main job (500k steps per seed); 64 seeds a shorter run
+(``--seeds-64-steps``).  2 threads under load run a shorter job
 (``--loaded-2-steps``): at its collapsed rate the full job takes far too long;
-compare env-steps/s, not wall time, for that cell.
+compare env-steps/s, not wall time, for that cell.  ``process_wall_s`` is the
+whole command (start-up, compile, training, writing results).
 """
 
 from __future__ import annotations
@@ -32,13 +37,11 @@ from transfer import machine  # noqa: E402 - the machine description every bench
 RESULTS = Path(__file__).parent / "results"
 
 
-def run_cell(threads: int | None, steps: int, loaded: bool, workdir: str) -> dict:
-    out = os.path.join(workdir, f"t{threads}-{'loaded' if loaded else 'alone'}-{steps}")
-    cmd = [sys.executable, "-m", "funrl", "train", "--total-steps", str(steps), "--out", out,
-           "--no-progress", "--no-plot"]
-    if threads is not None:
-        cmd += ["--threads", str(threads)]
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the CLI's own default decides
+def run_cell(processes: int, threads: int, seeds: int, steps: int, loaded: bool, workdir: str) -> dict:
+    out = os.path.join(workdir, f"p{processes}-t{threads}-s{seeds}-{'loaded' if loaded else 'alone'}-{steps}")
+    cmd = [sys.executable, "-m", "funrl", "train", "--seeds", str(seeds), "--total-steps", str(steps), "--out", out,
+           "--no-progress", "--no-plot", "--processes", str(processes), "--threads", str(threads)]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "FUNRL_PROCESSES")}
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if loaded else None
     try:
         time.sleep(1.0 if loaded else 0.0)
@@ -51,42 +54,53 @@ def run_cell(threads: int | None, steps: int, loaded: bool, workdir: str) -> dic
             hog.kill()
             hog.wait()
     s = json.load(open(os.path.join(out, "summary.json")))
-    row = {"threads": s["threads"], "loaded": loaded, "env_steps_per_seed": steps, "seeds": s["seeds"],
-           "process_wall_s": wall, "train_wall_s": s["wall_time_s"], "sps": s["sps"], "iqm": s["iqm"],
-           "load_average_at_start": load}
-    print(f"threads {row['threads']}  {'loaded' if loaded else 'alone ':6}  steps/seed {steps:>7,}  "
-          f"wall {wall:6.1f} s  {row['sps']:>9,.0f} env-steps/s  IQM {row['iqm']:.1f}", flush=True)
+    row = {"processes": s.get("processes", 1), "threads": s["threads"], "loaded": loaded, "seeds": s["seeds"],
+           "env_steps_per_seed": steps, "process_wall_s": wall, "train_wall_s": s["wall_time_s"], "sps": s["sps"],
+           "iqm": s["iqm"], "load_average_at_start": load}
+    print(f"{row['processes']} proc x {row['threads']} thr  {'loaded' if loaded else 'alone ':6}  seeds {seeds:>2}  "
+          f"steps/seed {steps:>7,}  wall {wall:6.1f} s  {row['sps']:>9,.0f} env-steps/s  IQM {row['iqm']:.1f}",
+          flush=True)
     return row
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--total-steps", type=int, default=500_000, help="env steps per seed (the main job: 500k)")
+    ap.add_argument("--total-steps", type=int, default=500_000, help="env steps per seed at 8 seeds (the main job: 500k)")
+    ap.add_argument("--seeds-64-steps", type=int, default=100_000, help="env steps per seed at 64 seeds")
     ap.add_argument("--loaded-2-steps", type=int, default=50_000, help="steps per seed for 2 threads under load")
     ap.add_argument("--out", type=Path, default=RESULTS / "threads.json")
     args = ap.parse_args(argv)
     load = os.getloadavg()
     print(f"torch {torch.__version__}, {os.cpu_count()} cpus, load average {load[0]:.2f}", flush=True)
+    main_job = args.total_steps
     with tempfile.TemporaryDirectory() as d:
-        rows = [
-            run_cell(None, args.total_steps, False, d),  # the default
-            run_cell(None, args.total_steps, True, d),
-            run_cell(2, args.total_steps, False, d),
-            run_cell(2, args.loaded_2_steps, True, d),
-        ]
-    alone, loaded = rows[0]["sps"], rows[1]["sps"]
-    two_alone, two_loaded = rows[2]["sps"], rows[3]["sps"]
+        cells = {
+            "p1t1": run_cell(1, 1, 8, main_job, False, d),
+            "p2t1": run_cell(2, 1, 8, main_job, False, d),
+            "p1t2": run_cell(1, 2, 8, main_job, False, d),
+            "p1t1_loaded": run_cell(1, 1, 8, main_job, True, d),
+            "p2t1_loaded": run_cell(2, 1, 8, main_job, True, d),
+            "p1t2_loaded": run_cell(1, 2, 8, args.loaded_2_steps, True, d),
+            "s64_p1t1": run_cell(1, 1, 64, args.seeds_64_steps, False, d),
+            "s64_p2t1": run_cell(2, 1, 64, args.seeds_64_steps, False, d),
+            "s64_p1t2": run_cell(1, 2, 64, args.seeds_64_steps, False, d),
+        }
+    sps = {k: r["sps"] for k, r in cells.items()}
     result = {
         "benchmark": "threads",
         "machine": machine(1),
         "load_average_before": list(load),
-        "rows": rows,
-        "default_slowdown_under_load": alone / loaded,
-        "two_threads_slowdown_under_load": two_alone / two_loaded,
-        "two_threads_vs_one_alone": two_alone / alone,
+        "rows": list(cells.values()),
+        "two_processes_vs_one_thread_8_seeds": sps["p2t1"] / sps["p1t1"],
+        "two_processes_vs_two_threads_8_seeds": sps["p2t1"] / sps["p1t2"],
+        "two_processes_vs_one_thread_64_seeds": sps["s64_p2t1"] / sps["s64_p1t1"],
+        "two_processes_vs_two_threads_64_seeds": sps["s64_p2t1"] / sps["s64_p1t2"],
+        "slowdown_under_load": {k: sps[k] / sps[f"{k}_loaded"] for k in ("p1t1", "p2t1", "p1t2")},
     }
-    print(f"default (1 thread): {alone / loaded:.2f}x slower beside one busy process; "
-          f"2 threads: {two_alone / two_loaded:.1f}x slower; alone, 2 threads run {two_alone / alone:.2f}x the speed of 1")
+    print(f"8 seeds: 2 processes x 1 thread run {result['two_processes_vs_one_thread_8_seeds']:.2f}x one 1-thread "
+          f"process, {result['two_processes_vs_two_threads_8_seeds']:.2f}x one 2-thread process; 64 seeds: "
+          f"{result['two_processes_vs_one_thread_64_seeds']:.2f}x and {result['two_processes_vs_two_threads_64_seeds']:.2f}x")
+    print("slower beside one busy process: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["slowdown_under_load"].items()))
     from funrl.checkpoint import write_json_atomic
 
     write_json_atomic(args.out, result)

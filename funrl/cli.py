@@ -3,7 +3,8 @@
     funrl train [ALGO] [--env ENV_ID | --task TASK] [--lora RANK] [--seeds S] [--total-steps N] [--set field=value ...]
                 [--sweep field=v1,v2,... ...]
                 [--env-set name=value ...] [--init DIR [--init-seed I]] [--freeze REGEX]
-                [--device cpu|cuda] [--no-compile] [--out DIR] [--resume DIR] [--tensorboard]
+                [--device cpu|cuda] [--processes N|auto] [--threads N] [--no-compile] [--out DIR] [--resume DIR]
+                [--tensorboard]
     funrl eval DIR [--episodes K] [--video [--video-episodes N]]
     funrl plot DIR [DIR ...] [--out FILE.png]
     funrl export DIR [--seed I] --format torchscript|state_dict|onnx [--out PATH]
@@ -11,8 +12,10 @@
     funrl algos
 
 ``funrl train`` with nothing else trains PPO on CartPole-v1 with 8 seeds.
-``torchrun --nproc-per-node K -m funrl train ...`` splits the seeds across K
-processes (see :mod:`funrl.distributed`); a failed rank makes the job exit 1.
+On a multi-core machine ``funrl train`` splits its seeds over one process per
+core (:mod:`funrl.launch`: it re-launches itself as ``torchrun --nproc-per-node K
+-m funrl train ...``; see :mod:`funrl.distributed`); a failed rank makes the
+job exit 1.
 ``funrl train ALGO --help`` lists every Config field of ALGO with its default.
 """
 
@@ -96,6 +99,9 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=None, metavar="N",
                     help="torch CPU threads (default 1, or OMP_NUM_THREADS when set: more threads collapse on a busy "
                          "machine and gain little on funrl's small ops; use torchrun for more cores -- see funrl.threads)")
+    tr.add_argument("--processes", default=None, metavar="N|auto",
+                    help="processes the seeds are split over (default auto: one per core, at most one per seed, "
+                         "CPU runs only; FUNRL_PROCESSES sets the default); results do not depend on it -- see funrl.launch")
     tr.add_argument("--no-compile", action="store_true", help="run eagerly (same numbers up to rounding; slower)")
     tr.add_argument("--out", default=None, help="results folder (default runs/<algo>-<env>-<time>)")
     tr.add_argument("--seed", type=int, default=None, help="base seed; seed i uses fold_in(key(seed), i) (default 0)")
@@ -192,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "envs":
             return _cmd_envs()
         if args.command == "train":
-            return _cmd_train(args)
+            return _cmd_train(args, argv)
         if args.command == "eval":
             return _cmd_eval(args)
         if args.command == "plot":
@@ -248,6 +254,10 @@ def _cmd_envs() -> int:
     return 0
 
 
+def _plural(n: int, word: str, suffix: str = "s") -> str:
+    return f"{n} {word}{suffix if n != 1 else ''}"
+
+
 def _train_flag_names(given: dict, overrides: dict, lora: bool) -> dict:
     """How a resume conflict names each of ``funrl.run``'s arguments: the flag that sets it."""
     names = {"algo": "ALGO", "env": "--env", "seeds": "--seeds", "total_steps": "--total-steps", "seed": "--seed",
@@ -266,7 +276,41 @@ def _train_flag_names(given: dict, overrides: dict, lora: bool) -> dict:
     return names
 
 
-def _cmd_train(args) -> int:
+def _processes(args, sweep) -> int:
+    """How many processes this ``funrl train`` runs as (:func:`funrl.launch.processes_for`)."""
+    from funrl.launch import parse_processes, processes_for
+    from funrl.threads import check_threads, default_threads
+
+    requested = parse_processes(args.processes)
+    seeds, device = args.seeds or 8, args.device or "cpu"
+    if args.resume is not None:
+        from funrl.results import read_config_json
+
+        saved = read_config_json(os.path.join(args.resume, "config.json"))
+        seeds, device, sweep = saved["seeds"], saved.get("device", "cpu"), saved.get("sweep")
+    for values in (sweep or {}).values():
+        seeds *= len(values)
+    threads = default_threads() if args.threads is None else check_threads(args.threads, "--threads")
+    return processes_for(requested, seeds, device, threads)
+
+
+def _relaunch(argv: list[str], processes: int, threads: int | None) -> int:
+    """Become ``torchrun --nproc-per-node=processes -m funrl <argv>`` (never returns on success)."""
+    from funrl.launch import torchrun_argv
+    from funrl.threads import default_threads
+
+    env = dict(os.environ)
+    # torchrun sets OMP_NUM_THREADS=1 with a notice when it is unset; funrl's default is the same
+    env.setdefault("OMP_NUM_THREADS", str(threads or default_threads()))
+    cmd = torchrun_argv(argv, processes)
+    print(f"funrl train: seeds split over {processes} processes (torch.distributed.run --standalone "
+          f"--nproc-per-node={processes}; --processes 1 for one)", flush=True)
+    sys.stderr.flush()
+    os.execve(cmd[0], cmd, env)
+    return 1  # pragma: no cover - execve does not return
+
+
+def _cmd_train(args, argv: list[str] | None = None) -> int:
     import funrl
 
     overrides = _parse_sets(args.set)
@@ -305,6 +349,9 @@ def _cmd_train(args) -> int:
 
             make_env = getattr(get(algo), "make_env", funrl.envs.make)
             make_env(args.env or DEFAULT_ENVS[algo.lower()], **env_params)
+    processes = _processes(args, sweep)
+    if processes > 1 and argv is not None:
+        return _relaunch(argv, processes, args.threads)
     from funrl import runner
 
     run_args = dict(runner._RUN_DEFAULTS)
@@ -324,8 +371,8 @@ def _cmd_train(args) -> int:
     grid = f" ({len(settings)} settings x {len(settings[0]['seeds'])} seeds)" if settings else ""
     print(
         f"{s['algo']} on {s['env']}: {s['seeds']} seeds{grid} x {s['env_steps_per_seed']:,} steps in {s['wall_time_s']:.1f} s "
-        f"({s['sps']:,.0f} env steps/s summed over seeds; {s.get('threads', 1)} torch thread"
-        f"{'s' if s.get('threads', 1) != 1 else ''} per process)\n"
+        f"({s['sps']:,.0f} env steps/s summed over seeds; {_plural(s.get('processes', 1), 'process', 'es')} x "
+        f"{_plural(s.get('threads', 1), 'torch thread')})\n"
         f"final return: IQM {s['iqm']:.1f} (95% CI {s['ci_low']:.1f} .. {s['ci_high']:.1f}), "
         f"mean {s['mean']:.1f}, min {s['min']:.1f}, max {s['max']:.1f}" + (" (all settings)" if settings else "")
     )

@@ -15,6 +15,9 @@ import torch
 from funrl.envs import make
 
 torch.set_num_threads(int(os.environ.get("FUNRL_TEST_THREADS", "1")))
+# `funrl train` re-launches itself under torchrun on a multi-core machine (funrl.launch); tests that call
+# the CLI in this process (or start it as a child) run one process unless they ask for more
+os.environ["FUNRL_PROCESSES"] = "1"
 
 
 @pytest.fixture(scope="module")

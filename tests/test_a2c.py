@@ -40,10 +40,10 @@ def _train_probe(env, config, seed=0):
     params = env.default_params()
     train = a2c.make_train(config, env, params)
     state, metrics = train(jr.key(seed))
-    _, value_fn, *_ = a2c._actor_critic(config, env, params)
+    pol = a2c._policy(config, env, params)
 
     def value(v):
-        return value_fn(state.params, torch.tensor(v, dtype=torch.float32)[:, None])
+        return pol.value(state.params, torch.tensor(v, dtype=torch.float32)[:, None])
 
     return state, metrics, value
 
@@ -118,7 +118,7 @@ def test_one_update_equals_sb3_formulas_with_torch_optim_rmsprop():
     config = a2c.Config(num_envs=3, num_steps=5, total_timesteps=15, hidden_sizes=(8,), ent_coef=0.01, gae_lambda=0.9)
     captured = {}
 
-    def spy(fn, in_dims=0):
+    def spy(fn, in_dims=0, compile=True):
         def piece(*args):
             captured.setdefault(fn.__name__, []).append(args)
             return fn(*args)
@@ -128,14 +128,14 @@ def test_one_update_equals_sb3_formulas_with_torch_optim_rmsprop():
     algo = a2c.make_algorithm(config, env, env_params, lift=spy)
     state0 = algo.init(jr.key(5))
     state1, metrics = algo.update(state0)
-    before_learn, transitions = captured["learn"][0]
-    traj = tree.stack(transitions)  # [T, E]
+    learn_params, _, last_obs, _, traj = captured["learn"][0]  # traj: [T, E]
+    assert tree.equal(learn_params, state0.params) and torch.equal(last_obs, state1.obs)
     T, E = config.num_steps, config.num_envs
 
     # SB3's GAE loop (gamma 0.99, lambda 0.9); no truncation can happen in 5 CartPole steps
-    params = tree.map(lambda x: x.detach().clone().requires_grad_(True), before_learn.params)
+    params = tree.map(lambda x: x.detach().clone().requires_grad_(True), learn_params)
     with torch.no_grad():
-        last_values = _reference_forward(params["critic"], before_learn.obs).squeeze(-1)
+        last_values = _reference_forward(params["critic"], last_obs).squeeze(-1)
     values, rewards, dones = traj.value, traj.reward, traj.done.float()
     adv = torch.zeros(T, E)
     last_gae = torch.zeros(E)

@@ -165,12 +165,17 @@ def test_rank_failed_names_every_failed_rank():
 
 
 # ---------------------------------------------------------------- torchrun end to end
-def _torchrun(nproc: int, *args, env_extra=None, timeout=240) -> subprocess.CompletedProcess:
+def _torchrun(nproc: int, *args, env_extra=None, timeout=240, relaunch=False) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node=nproc -m funrl ARGS``; ``relaunch``: ``funrl ARGS --processes nproc`` instead
+    (funrl.launch: the CLI re-launches itself under torchrun)."""
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "FUNRL_TEST_FAIL_RANK")}
     # one thread per rank: 2 ranks share 2 cores, and the single-process reference runs with one thread too
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", FUNRL_DIST_TIMEOUT_S="120", **(env_extra or {}))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "funrl", *args]
+    if relaunch:
+        cmd = [sys.executable, "-m", "funrl", *args, "--processes", str(nproc)]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "funrl", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -211,8 +216,11 @@ def single(tmp_path_factory):
 
 def test_two_ranks_equal_one_process_bit_for_bit(single, tmp_path):
     out = tmp_path / "two"
-    proc = _check(_torchrun(2, *TRAIN, "--out", str(out)))
+    # `funrl train --processes 2` re-launches itself under torchrun (what it does by default on 2 cores)
+    proc = _check(_torchrun(2, *TRAIN, "--out", str(out), relaunch=True))
+    assert proc.stdout.startswith("funrl train: seeds split over 2 processes")
     assert proc.stdout.count("final return: IQM") == 1  # rank 0 reports for the job
+    assert "2 processes x 1 torch thread" in proc.stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["seeds"] == 3 and cfg["processes"] == 2
     summary = json.loads((out / "summary.json").read_text())

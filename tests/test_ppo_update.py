@@ -1,6 +1,7 @@
 """One PPO update against CleanRL's formulas written out in plain torch (nn.Module, torch.optim.Adam).
 
-The reference recomputes, from the rollout that funrl stored in its state,
+The reference recomputes, from the rollout that funrl collected (recorded by a lift around
+``one_seed_lift``),
 CleanRL's GAE loop, its advantage normalisation, clipped surrogate, clipped
 value loss and entropy bonus, and its optimiser step (global-norm clipping,
 then Adam over actor and critic together), for two epochs over one full-batch
@@ -18,6 +19,7 @@ import torch
 
 from funrl import random as jr
 from funrl.algorithms import ppo
+from funrl.algorithms.common import one_seed_lift
 from helpers import assert_match
 from torch_reference import module
 
@@ -86,13 +88,29 @@ def test_one_update_equals_cleanrl_formulas(cartpole, clip_vloss, norm_adv):
         learning_rate=LR, gamma=GAMMA, gae_lambda=LAMBDA, clip_coef=CLIP, ent_coef=ENT, vf_coef=VF,
         max_grad_norm=MAX_NORM, hidden_sizes=(16, 16), clip_vloss=clip_vloss, norm_adv=norm_adv,
     )
-    algo = ppo.make_algorithm(config, env, env_params)
+    prepared = []
+
+    def recording_lift(fn, in_dims=0, compile=True):
+        """funrl's own lift; records what ``prepare`` got: the rollout [T, E] and the last observation."""
+        lifted = one_seed_lift(fn, in_dims)
+        if fn.__name__ != "prepare":
+            return lifted
+
+        def run(params, obs, key, hp, traj):
+            prepared.append((obs, traj))
+            return lifted(params, obs, key, hp, traj)
+
+        return run
+
+    algo = ppo.make_algorithm(config, env, env_params, lift=recording_lift)
     state0 = algo.init(jr.key(11))
     state1, metrics = algo.update(state0)
-    assert bool(state1.traj.done.any())  # episode ends inside the rollout: the (1 - done) terms matter
+    (last_obs, traj), = prepared
+    assert torch.equal(last_obs, state1.obs)
+    assert bool(traj.done.any())  # episode ends inside the rollout: the (1 - done) terms matter
 
     actor, critic, losses, last_ratio = _cleanrl_update(
-        copy.deepcopy(state0.params), state1.traj, state1.obs, clip_vloss, norm_adv, config.update_epochs
+        copy.deepcopy(state0.params), traj, last_obs, clip_vloss, norm_adv, config.update_epochs
     )
     # the second epoch clips: some ratios left [1 - clip, 1 + clip]
     assert bool(((last_ratio - 1).abs() > CLIP).any())

@@ -7,7 +7,7 @@ from funrl import random as jr
 from funrl import tree
 from funrl.algorithms import common, reinforce
 from funrl.envs import make
-from funrl.envs.probes import ActionReward, ConstantReward, ObservationReward, TwoStep
+from funrl.envs.probes import ActionReward, ConstantReward, ContinuousBandit, ObservationReward, TwoStep
 from helpers import assert_driver_matches_vmap_train, assert_match
 
 
@@ -35,12 +35,12 @@ def _train_probe(env, config, seed=0):
     params = env.default_params()
     train = reinforce.make_train(config, env, params)
     state, metrics = train(jr.key(seed))
-    _, logits_fn, value_fn = reinforce._networks(config, env, params)
+    pol = reinforce._policy(config, env, params)
 
     def obs(values):
         return torch.tensor(values, dtype=torch.float32)[:, None]
 
-    return state, metrics, lambda v: value_fn(state.params, obs(v)), lambda v: torch.softmax(logits_fn(state.params, obs(v)), -1)
+    return state, metrics, lambda v: pol.value(state.params, obs(v)), lambda v: pol.dist(state.params, obs(v)).probs
 
 
 def test_probe_constant_reward():
@@ -86,8 +86,8 @@ def test_returns_cut_at_episode_ends_and_bootstrap_the_tail(baseline):
     config = _probe_config(num_envs=1, num_steps=3, total_timesteps=3, gamma=0.5, baseline=baseline)
     algo = reinforce.make_algorithm(config, env, params)
     state = algo.init(jr.key(0))
-    _, _, value_fn = reinforce._networks(config, env, params)
-    v_tail = float(value_fn(state.params, torch.ones(1, 1))) if baseline else 0.0
+    pol = reinforce._policy(config, env, params)
+    v_tail = float(pol.value(state.params, torch.ones(1, 1))) if baseline else 0.0
     _, metrics = algo.update(state)
     expected = (0.5 + 1.0 + 0.5 * v_tail) / 3
     assert float(metrics["return_mean"]) == pytest.approx(expected, abs=1e-6)
@@ -185,3 +185,14 @@ def test_bad_inputs(cartpole):
     train = reinforce.make_train(_cartpole_config(), env, params)
     with pytest.raises(ValueError, match="unknown hyper-parameter"):
         train(jr.key(0), {"lr": 0.1})
+
+
+def test_probe_continuous_actions():
+    """A Box action space: the Gaussian policy's mean moves to the rewarded action 0.5 (a sign error: to a bound)."""
+    env = ContinuousBandit()  # one step, reward -(a - 0.5)^2
+    config = _probe_config(log_std_init=-1.0, baseline=True)
+    state, metrics, _, _ = _train_probe(env, config)
+    mean = reinforce.evaluation_policy(config, env, env.default_params())(state, jr.key(0), torch.zeros(1, 1))
+    assert mean.shape == (1, 1) and abs(float(mean[0, 0]) - 0.5) < 0.1, mean
+    assert float(state.params["log_std"][0]) < -1.1  # the policy became more precise
+    assert float(metrics["episode_return"][-1]) > -0.1  # from about -(0.25 + 0.14) at the start

@@ -36,7 +36,6 @@ import pytest
 import torch
 
 from funrl import random as jr
-from funrl import tree
 from funrl.algorithms import reinforce
 from funrl.algorithms.common import one_seed_lift
 from funrl.envs import make
@@ -67,14 +66,14 @@ def test_two_updates_equal_the_textbook_formulas(baseline, normalize, max_grad_n
     )
     learn_inputs = []
 
-    def recording_lift(fn, in_dims=0):
+    def recording_lift(fn, in_dims=0, compile=True):
         lifted = one_seed_lift(fn, in_dims)
         if fn.__name__ != "learn":
             return lifted
 
-        def run(state, transitions):
-            learn_inputs.append((state, transitions))
-            return lifted(state, transitions)
+        def run(params, opt_state, obs, hp, traj):
+            learn_inputs.append((obs, traj))
+            return lifted(params, opt_state, obs, hp, traj)
 
         return run
 
@@ -89,15 +88,14 @@ def test_two_updates_equal_the_textbook_formulas(baseline, normalize, max_grad_n
     ends_seen = {"terminated": 0, "truncated": 0}
     for u in range(UPDATES):
         state, metrics = algo.update(state)
-        before, transitions = learn_inputs[u]
-        traj = tree.stack(transitions)  # [T, E, ...]
+        last_obs, traj = learn_inputs[u]  # traj: [T, E, ...]
         obs = traj.obs.reshape(T * E, -1)
         ends = traj.episode_done  # the LogWrapper's record: terminated | truncated
         ends_seen["truncated"] += int((ends & (traj.episode_length == 6)).sum())
         ends_seen["terminated"] += int((ends & (traj.episode_length < 6)).sum())
 
         with torch.no_grad():
-            tail = critic(before.obs).squeeze(-1) if baseline else torch.zeros(E)
+            tail = critic(last_obs).squeeze(-1) if baseline else torch.zeros(E)
         g = _returns(traj.reward, ends, tail).reshape(-1)
         dist = torch.distributions.Categorical(logits=actor(obs))
         log_prob, entropy = dist.log_prob(traj.action.reshape(-1)), dist.entropy().mean()

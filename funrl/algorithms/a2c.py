@@ -1,7 +1,7 @@
 """Advantage Actor-Critic (A2C; Mnih et al., 2016, synchronous), Stable-Baselines3-style, as pure pieces.
 
-Read top to bottom: Config -> networks -> state -> init -> rollout_step ->
-learn (GAE, one gradient step on the whole rollout) -> update (the glue) ->
+Read top to bottom: Config -> state -> policy -> optimizer -> init -> (the
+shared rollout of :mod:`funrl.algorithms.on_policy`) -> learn (GAE, one gradient step on the whole rollout) -> update (the glue) ->
 make_train.
 
 One update collects ``num_envs x num_steps`` env steps, computes advantages
@@ -35,8 +35,8 @@ terminated) the reward is increased by ``gamma * V(final_obs)`` so that the
 time limit does not look like a terminal state to the critic
 (``bootstrap_truncation``).
 
-Actions: a softmax policy for ``Discrete`` spaces (losses from
-``funrl.losses.policy_gradients``); for ``Box`` spaces a diagonal Gaussian with
+Actions (:mod:`funrl.algorithms.on_policy`, PPO's policy and rollout): a
+``funrl.distributions.Categorical`` for ``Discrete`` spaces; for ``Box`` spaces a diagonal Gaussian with
 a state-independent log-std (SB3's, initialised to ``log_std_init``), whose
 samples are clipped to the action bounds before they reach the env while
 log-probs use the unclipped sample.
@@ -52,14 +52,13 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import torch
 
-from funrl import optim, tree
+from funrl import optim
 from funrl import random as jr
-from funrl.algorithms import networks
+from funrl.algorithms import networks, on_policy
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
@@ -72,13 +71,12 @@ from funrl.algorithms.common import (
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
+    step_size,
     with_finite_guard,
     with_frozen,
 )
-from funrl.envs import spaces
 from funrl.envs.wrappers import LogWrapper
 from funrl.losses.multistep import truncated_generalized_advantage_estimation
-from funrl.losses.policy_gradients import entropy_loss, policy_gradient_loss
 
 __all__ = ["Config", "HYPERPARAMS", "A2CState", "make_algorithm", "make_train", "evaluation_policy"]
 
@@ -163,174 +161,88 @@ class A2CState(NamedTuple):
     hparams: dict  #: name -> float tensor ()
 
 
-class Transition(NamedTuple):
-    """One rollout step of every env (leaves ``[num_envs, ...]``); ``learn`` stacks ``num_steps`` of them."""
-
-    obs: torch.Tensor
-    action: torch.Tensor
-    value: torch.Tensor
-    reward: torch.Tensor  #: includes the truncation bootstrap when bootstrap_truncation
-    done: torch.Tensor
-    episode_return: torch.Tensor
-    episode_length: torch.Tensor
-    episode_done: torch.Tensor
-
-
-def _actor_critic(config: Config, env, env_params):
-    """Actor and critic networks: ``(init, value, sample, policy_terms, to_env, discrete)``.
-
-    The networks are :func:`funrl.algorithms.networks.actor_critic` (PPO's).
-    ``policy_terms(params, obs, action, advantage) -> (pg_loss, entropy)``
-    gives the policy-gradient loss and the mean entropy for a batch.
-    """
-    obs_space = env.observation_space(env_params)
-    act_space = env.action_space(env_params)
-    discrete = isinstance(act_space, spaces.Discrete)
-    if not discrete and not isinstance(act_space, spaces.Box):
-        raise ValueError(f"env: A2C needs a Discrete or Box action space, got {act_space!r} for {env.name}")
-    act_dim = act_space.n if discrete else int(math.prod(act_space.shape))
-    actor, critic = networks.actor_critic(obs_space.shape, act_dim, config.hidden_sizes, config.activation, config.network)
-
-    def init(key):
-        ka, kc = jr.split(key)
-        params = {"actor": actor.init(ka), "critic": critic.init(kc)}
-        if not discrete:
-            params["log_std"] = torch.full((act_dim,), float(config.log_std_init), device=key.device)
-        return params
-
-    def flat(obs):
-        return obs.reshape(obs.shape[0], -1).to(torch.float32)
-
-    def value(params, obs):
-        return critic.apply(params["critic"], flat(obs)).squeeze(-1)
-
-    def sample(params, key, obs):
-        out = actor.apply(params["actor"], flat(obs))
-        if discrete:
-            return jr.categorical(key, out)
-        return out + torch.exp(params["log_std"]) * jr.normal(key, out.shape)
-
-    def policy_terms(params, obs, action, advantage):
-        out = actor.apply(params["actor"], flat(obs))
-        if discrete:
-            ones = torch.ones_like(advantage)
-            return policy_gradient_loss(out, action, advantage, ones), -entropy_loss(out, ones)
-        log_std = params["log_std"]
-        z = (action - out) * torch.exp(-log_std)
-        log_prob = (-0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum()
-        return -(log_prob * advantage.detach()).mean(), entropy
-
-    def to_env(action):
-        if discrete:
-            return action
-        low, high = act_space.low.to(action), act_space.high.to(action)
-        return torch.clamp(action, low.reshape(-1), high.reshape(-1)).reshape((action.shape[0],) + act_space.shape)
-
-    def mode(params, obs):
-        out = actor.apply(params["actor"], flat(obs))
-        return torch.argmax(out, -1) if discrete else to_env(out)
-
-    return init, value, sample, policy_terms, to_env, mode
+def _policy(config: Config, env, env_params) -> on_policy.Policy:
+    """SB3's separate actor and critic (:func:`funrl.algorithms.on_policy.policy`; PPO's networks)."""
+    return on_policy.policy(env, env_params, config.hidden_sizes, config.activation, config.network,
+                            log_std_init=config.log_std_init, algo="A2C")
 
 
 def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algorithm:
     """A2C's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
     env = LogWrapper(env)
     E, T = config.num_envs, config.num_steps
-    init_params, value_fn, sample_fn, policy_terms, to_env, _ = _actor_critic(config, env, env_params)
-    direction = optim.scale_by_rms(decay=config.alpha, eps=config.eps) if config.use_rms_prop else optim.scale_by_adam(
-        eps=config.eps
-    )
-    tx = optim.chain(optim.clip_by_global_norm(config.max_grad_norm), direction)
-    tx = with_finite_guard(with_frozen(tx, freeze_mask(config.freeze, lambda: init_params(jr.key(0)))), config.skip_nonfinite)
+    pol = _policy(config, env, env_params)
+    mask = freeze_mask(config.freeze, lambda: pol.init(jr.key(0)))
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
-    env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
+    rollout = on_policy.make_rollout(pol, env, env_params, E, T, lift, bootstrap_truncation=config.bootstrap_truncation)
     # GAE of each env's column: r [T, E], discount [T, E], values [T + 1, E] -> [T, E]
     gae_per_env = torch.func.vmap(truncated_generalized_advantage_estimation, in_dims=(1, 1, None, 1), out_dims=1)
+
+    def optimizer(hp) -> optim.GradientTransformation:
+        """RMSprop (or Adam) at this seed's learning rate, after global-norm clipping."""
+        direction = (optim.scale_by_rms(decay=config.alpha, eps=config.eps) if config.use_rms_prop
+                     else optim.scale_by_adam(eps=config.eps))
+        tx = optim.chain(optim.clip_by_global_norm(config.max_grad_norm), direction,
+                         optim.scale_by_learning_rate(step_size(hp["learning_rate"])))
+        return with_finite_guard(with_frozen(tx, mask), config.skip_nonfinite)
 
     # ---------------------------------------------------------------- init
     def init(key, hparams=None) -> A2CState:
         k_params, k_env, k_next = jr.split(key, 3)
-        params = init_params(k_params)
+        params = pol.init(k_params)
         obs, env_state = env_reset(jr.split(k_env, E), env_params)
+        hp = hyperparams_from_config(config, HYPERPARAMS, hparams, key.device)
         return A2CState(
             params=params,
-            opt_state=tx.init(params),
+            opt_state=optimizer(hp).init(params),
             env_state=env_state,
             obs=obs,
             key=k_next,
             update_step=torch.zeros((), dtype=torch.int64, device=key.device),
-            hparams=hyperparams_from_config(config, HYPERPARAMS, hparams, key.device),
+            hparams=hp,
         )
-
-    # ---------------------------------------------------------------- rollout
-    def rollout_step(state: A2CState):
-        key, k_act, k_env = jr.split(state.key, 3)
-        action = sample_fn(state.params, k_act, state.obs)
-        value = value_fn(state.params, state.obs)
-        obs, env_state, reward, terminated, truncated, info = env_step(
-            jr.split(k_env, E), state.env_state, to_env(action), env_params
-        )
-        reward = reward.to(torch.float32)
-        if config.bootstrap_truncation:
-            # SB3: a time limit is not a terminal state; the step's return continues with V(final_obs)
-            final_value = value_fn(state.params, info["final_obs"])
-            timeout = (truncated & ~terminated).to(torch.float32)
-            reward = reward + state.hparams["gamma"] * timeout * final_value
-        transition = Transition(
-            obs=state.obs,
-            action=action,
-            value=value,
-            reward=reward,
-            done=terminated | truncated,
-            episode_return=info["returned_episode_returns"].to(torch.float32),
-            episode_length=info["returned_episode_lengths"].to(torch.float32),
-            episode_done=info["returned_episode"],
-        )
-        return state._replace(env_state=env_state, obs=obs, key=key), transition
 
     # ---------------------------------------------------------------- learning
     def loss_fn(params, batch: dict, hp):
         adv = batch["advantage"]
         if config.normalize_advantage:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        pg_loss, entropy = policy_terms(params, batch["obs"], batch["action"], adv)
-        v_loss = ((value_fn(params, batch["obs"]) - batch["return"]) ** 2).mean()
+        dist = pol.dist(params, batch["obs"])
+        pg_loss = -(dist.log_prob(batch["action"]) * adv.detach()).mean()
+        entropy = dist.entropy().mean()
+        v_loss = ((pol.value(params, batch["obs"]) - batch["return"]) ** 2).mean()
         loss = pg_loss - hp["ent_coef"] * entropy + hp["vf_coef"] * v_loss
         return loss, {"pg_loss": pg_loss.detach(), "v_loss": v_loss.detach(), "entropy": entropy.detach()}
 
-    def learn(state: A2CState, transitions: list):
-        traj = tree.stack(transitions)  # leaves [T, E, ...]
-        hp = state.hparams
-        last_value = value_fn(state.params, state.obs)  # [E]
+    def learn(params, opt_state, obs, hp, traj: on_policy.Transition):
+        """One optimiser step on the whole rollout ``traj`` (leaves [T, E, ...]); ``obs``: the last observation."""
+        # SB3: a time limit is not a terminal state; the step's return continues with V(final_obs)
+        reward = traj.reward + hp["gamma"] * traj.final_value if config.bootstrap_truncation else traj.reward
+        last_value = pol.value(params, obs)  # [E]
         values = torch.cat([traj.value, last_value[None]], 0)  # [T + 1, E]
         discount = hp["gamma"] * (~traj.done).to(torch.float32)
-        advantages = gae_per_env(traj.reward, discount, hp["gae_lambda"], values).detach()  # [T, E]
+        advantages = gae_per_env(reward, discount, hp["gae_lambda"], values).detach()  # [T, E]
         batch = {
             "obs": traj.obs.reshape((T * E,) + traj.obs.shape[2:]),
             "action": traj.action.reshape((T * E,) + traj.action.shape[2:]),
             "advantage": advantages.reshape(-1),
             "return": (advantages + traj.value).reshape(-1).detach(),
         }
-        grads, aux = torch.func.grad(loss_fn, has_aux=True)(state.params, batch, hp)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optim.apply_updates(state.params, tree.map(lambda u: -hp["learning_rate"] * u, updates))
+        grads, aux = torch.func.grad(loss_fn, has_aux=True)(params, batch, hp)
+        updates, opt_state = optimizer(hp).update(grads, opt_state, params)
         metrics = episode_metrics(traj.episode_return, traj.episode_length, traj.episode_done)
         metrics.update(aux)
-        state = state._replace(params=params, opt_state=opt_state, update_step=state.update_step + 1)
-        return state, metrics
+        return optim.apply_updates(params, updates), opt_state, metrics
 
-    rollout_step_l = lift(rollout_step)
     learn_l = lift(learn)
 
     # ---------------------------------------------------------------- the glue
     def update(state: A2CState):
-        transitions = []
-        for _ in range(T):
-            state, transition = rollout_step_l(state)
-            transitions.append(transition)
-        return learn_l(state, transitions)
+        traj, env_state, obs, key = rollout(state.params, state.env_state, state.obs, state.key)
+        params, opt_state, metrics = learn_l(state.params, state.opt_state, obs, state.hparams, traj)
+        state = state._replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs, key=key,
+                               update_step=state.update_step + 1)
+        return state, metrics
 
     return Algorithm(init=init, update=update, num_updates=config.num_updates, steps_per_update=T * E)
 
@@ -347,9 +259,9 @@ def make_train(config: Config, env, env_params):
 
 def evaluation_policy(config: Config, env, env_params):
     """``act(state, key, obs[K, ...]) -> actions``: the most probable (Discrete) or mean (Box) action."""
-    *_, mode = _actor_critic(config, env, env_params)
+    pol = _policy(config, env, env_params)
 
     def act(state: A2CState, key, obs):
-        return mode(state.params, obs)
+        return pol.mode(state.params, obs)
 
     return act

@@ -14,6 +14,11 @@ and a little Python glue that calls them in order.  Every piece goes through a
 * :func:`vmap_lift` — many seeds, eager (``torch.func.vmap`` of the piece);
 * :func:`compiled_lift` — many seeds, ``funrl.jit(vmap(piece))``: the fast path.
 
+Every lift takes ``lift(piece, in_dims=0, compile=True)``: ``in_dims`` as
+``vmap``'s (``None`` for an argument shared by all seeds, such as a step
+index), ``compile=False`` for a piece that only copies data (only
+:func:`compiled_lift` reads it).
+
 Why pieces and a Python loop instead of one compiled ``train``: on this CPU an
 unrolled loop over time or over minibatches takes minutes to compile (compile
 time grows with the number of unrolled steps), ``vmap(torch.compile(f))``
@@ -23,7 +28,22 @@ vmapped piece once and looping in Python is fast to compile and fast to run
 
 The glue may only do batch-agnostic things between pieces: keep Python lists,
 loop over Python ranges, ``torch.stack(..., 0)`` per-update metrics and reduce
-them over axis 0.  Everything that touches per-seed data lives in a piece.
+them over axis 0, put pieces' outputs back into the state (``_replace``).
+Everything that touches per-seed data lives in a piece.
+
+Pieces are thin: a piece takes what it reads and returns what it changes (the
+rollout step reads the params and returns a transition, never the optimizer
+state), so a compiled piece moves few tensors per call.  The rollout and the
+env step are shared: :mod:`funrl.algorithms.on_policy` (PPO, A2C, REINFORCE)
+and :mod:`funrl.algorithms.off_policy` (DQN, DDPG, TD3, SAC).  Optimizers are
+built inside pieces from the seed's hyper-parameter tensors
+(:func:`step_size`), so every seed may have its own learning rate.
+
+To add an algorithm, copy the closest file (``reinforce.py`` is the shortest
+on-policy one): a ``Config`` dataclass, ``HYPERPARAMS``, a state NamedTuple,
+``make_algorithm(config, env, env_params, lift)`` returning an
+:class:`Algorithm`, ``make_train`` and ``evaluation_policy``; register it in
+``funrl/algorithms/__init__.py``.
 """
 
 from __future__ import annotations
@@ -71,7 +91,7 @@ __all__ = [
 Lift = Callable[..., Callable]
 
 
-def identity_lift(fn: Callable, in_dims: Any = 0) -> Callable:
+def identity_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
     """Run a per-seed piece as it is (one seed, eager; no batch axis anywhere).
 
     Not what ``make_train`` uses (see :func:`one_seed_lift`): a piece run this
@@ -89,7 +109,7 @@ def _add_seed_axis(args: tuple, in_dims: Any) -> tuple:
     return tuple(a if d is None else tree.map(lambda x: x.unsqueeze(0), a) for a, d in zip(args, dims))
 
 
-def one_seed_lift(fn: Callable, in_dims: Any = 0) -> Callable:
+def one_seed_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
     """Run a per-seed piece for one seed *as a batch of one*: ``vmap(fn)`` on a seed axis of size 1.
 
     This is what makes funrl's reproducibility contract hold: ``train(key)``
@@ -117,7 +137,7 @@ def _contiguous(tree_):
     return tree.map(lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x, tree_)
 
 
-def vmap_lift(fn: Callable, in_dims: Any = 0) -> Callable:
+def vmap_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
     """Run a per-seed piece over a leading seed axis with ``torch.func.vmap`` (eager).
 
     Outputs are made contiguous, as :func:`one_seed_lift`'s are: a reduction's
@@ -134,13 +154,19 @@ def vmap_lift(fn: Callable, in_dims: Any = 0) -> Callable:
     return run
 
 
-def compiled_lift(fn: Callable, in_dims: Any = 0) -> Callable:
+def compiled_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
     """Run a per-seed piece over a leading seed axis, compiled: ``funrl.jit(vmap(fn))``.
 
     Outputs are made contiguous inside the graph: a vmapped piece can return
     strided views (e.g. one row of ``split(key)``), and feeding those back in on
     the next call would make torch.compile recompile for the new strides.
+
+    ``compile=False``: :func:`vmap_lift` instead, for a piece that only moves
+    data (stacking a rollout's steps: compiling it would add a graph with one
+    input per step and leaf, and no arithmetic to fuse).
     """
+    if not compile:
+        return vmap_lift(fn, in_dims)
     batched = torch.func.vmap(fn, in_dims=in_dims)
 
     def contiguous_outputs(*args):
@@ -367,8 +393,8 @@ def with_frozen(tx: optim.GradientTransformation, mask) -> optim.GradientTransfo
 
     Their gradients are zeroed before ``tx`` (gradient clipping and Adam's
     moments ignore them, as for ``requires_grad=False`` in torch) and their
-    updates after it (nothing, weight decay included, moves them), so with
-    ``params + (-lr * update)`` a frozen leaf stays bit for bit the same.
+    updates after it (nothing, weight decay or learning rate included, moves
+    them), so with ``params + update`` a frozen leaf stays bit for bit the same.
     """
     if mask is None:
         return tx

@@ -1,7 +1,7 @@
 """REINFORCE (Williams, 1992) with an optional learned baseline, as pure pieces.
 
-Read top to bottom: Config -> networks -> state -> init -> rollout_step ->
-learn (Monte-Carlo returns, baseline, one gradient step) -> update (the glue)
+Read top to bottom: Config -> state -> policy -> optimizer -> init -> (the
+shared rollout of :mod:`funrl.algorithms.on_policy`) -> learn (Monte-Carlo returns, baseline, one gradient step) -> update (the glue)
 -> make_train.
 
 Each update collects a fixed-length rollout of ``num_envs x num_steps`` env
@@ -27,10 +27,12 @@ Where an episode is cut:
   observed part only, which under-estimates late steps of long episodes; use a
   ``num_steps`` of at least a typical episode length without a baseline).
 
-Defaults are tuned for CartPole-v1 (see :class:`Config`).  Discrete action
-spaces only (the policy is a softmax over logits, and the losses are
-``funrl.losses.policy_gradients``' ``policy_gradient_loss`` and
-``entropy_loss``).
+Defaults are tuned for CartPole-v1 (see :class:`Config`).  The policy is
+PPO's (:mod:`funrl.algorithms.on_policy`): a ``funrl.distributions.Categorical``
+for ``Discrete`` action spaces, and for ``Box`` spaces a diagonal Gaussian with
+a state-independent log-std (initialised to ``log_std_init``) whose samples are
+clipped to the action bounds before they reach the env (log-probs use the
+unclipped sample).
 
 Usage::
 
@@ -47,9 +49,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from funrl import optim, tree
+from funrl import optim
 from funrl import random as jr
-from funrl.algorithms import networks
+from funrl.algorithms import networks, on_policy
 from funrl.algorithms.common import (
     Algorithm,
     check_config,
@@ -62,13 +64,12 @@ from funrl.algorithms.common import (
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
+    step_size,
     with_finite_guard,
     with_frozen,
 )
-from funrl.envs import spaces
 from funrl.envs.wrappers import LogWrapper
 from funrl.losses.multistep import discounted_returns
-from funrl.losses.policy_gradients import entropy_loss, policy_gradient_loss
 
 __all__ = ["Config", "HYPERPARAMS", "ReinforceState", "make_algorithm", "make_train", "evaluation_policy"]
 
@@ -101,6 +102,7 @@ class Config:
     max_grad_norm: float | None = 0.5  #: global gradient-norm clip (None: off)
     hidden_sizes: tuple = (64, 64)  #: actor and critic hidden layers
     activation: str = "tanh"  #: hidden activation
+    log_std_init: float = 0.0  #: initial log-std of the Gaussian policy of a Box action space
     network: str = ""  #: a factory "package.module:function" of your own networks, roles actor, critic (see networks.py); "" the MLPs above
     freeze: str = ""  #: regex over param paths kept fixed in training ("" none; funrl train --freeze)
     skip_nonfinite: int = 0  #: skip optimizer steps whose gradients are NaN/inf, up to this many in a row (0: off)
@@ -162,104 +164,56 @@ class ReinforceState(NamedTuple):
     hparams: dict  #: name -> float tensor ()
 
 
-class Transition(NamedTuple):
-    """One rollout step of every env (leaves ``[num_envs, ...]``); ``learn`` stacks ``num_steps`` of them."""
-
-    obs: torch.Tensor
-    action: torch.Tensor
-    reward: torch.Tensor
-    done: torch.Tensor
-    episode_return: torch.Tensor
-    episode_length: torch.Tensor
-    episode_done: torch.Tensor
-
-
-def _networks(config: Config, env, env_params):
-    """Softmax actor and (optional) critic: ``(init, logits, value)`` on observations ``[N, ...]``.
-
-    PPO's networks, :func:`funrl.algorithms.networks.actor_critic`.
-    """
-    obs_space = env.observation_space(env_params)
-    act_space = env.action_space(env_params)
-    if not isinstance(act_space, spaces.Discrete):
-        raise ValueError(f"env: REINFORCE here needs a Discrete action space, got {act_space!r} for {env.name}")
-    actor, critic = networks.actor_critic(obs_space.shape, act_space.n, config.hidden_sizes, config.activation, config.network)
-
-    def init(key):
-        ka, kc = jr.split(key)
-        params = {"actor": actor.init(ka)}
-        if config.baseline:
-            params["critic"] = critic.init(kc)
-        return params
-
-    def flat(obs):
-        return obs.reshape(obs.shape[0], -1).to(torch.float32)
-
-    def logits(params, obs):
-        return actor.apply(params["actor"], flat(obs))
-
-    def value(params, obs):
-        return critic.apply(params["critic"], flat(obs)).squeeze(-1)
-
-    return init, logits, value
+def _policy(config: Config, env, env_params) -> on_policy.Policy:
+    """Softmax actor and (with ``baseline``) critic: PPO's (:func:`funrl.algorithms.on_policy.policy`)."""
+    return on_policy.policy(env, env_params, config.hidden_sizes, config.activation, config.network,
+                            critic=config.baseline, log_std_init=config.log_std_init, algo="REINFORCE")
 
 
 def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algorithm:
     """REINFORCE's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
     env = LogWrapper(env)
     E, T = config.num_envs, config.num_steps
-    init_params, logits_fn, value_fn = _networks(config, env, env_params)
+    pol = _policy(config, env, env_params)
     num_updates = config.num_updates
-    adam = optim.scale_by_adam(eps=config.adam_eps)
-    tx = adam if config.max_grad_norm is None else optim.chain(optim.clip_by_global_norm(config.max_grad_norm), adam)
-    tx = with_finite_guard(with_frozen(tx, freeze_mask(config.freeze, lambda: init_params(jr.key(0)))), config.skip_nonfinite)
+    mask = freeze_mask(config.freeze, lambda: pol.init(jr.key(0)))
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
-    env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
+    rollout = on_policy.make_rollout(pol, env, env_params, E, T, lift, value=False)
     # returns of each env's column of the rollout: r [T, E], discount [T, E], bootstrap [E] -> [T, E]
     returns_per_env = torch.func.vmap(discounted_returns, in_dims=(1, 1, 0), out_dims=1)
+
+    def optimizer(hp) -> optim.GradientTransformation:
+        """Adam at this seed's learning rate (annealed per update with ``anneal_lr``), optionally norm-clipped."""
+        lr = step_size(hp["learning_rate"], num_updates if config.anneal_lr else 0)
+        adam = optim.scale_by_adam(eps=config.adam_eps)
+        clip = [] if config.max_grad_norm is None else [optim.clip_by_global_norm(config.max_grad_norm)]
+        tx = optim.chain(*clip, adam, optim.scale_by_learning_rate(lr))
+        return with_finite_guard(with_frozen(tx, mask), config.skip_nonfinite)
 
     # ---------------------------------------------------------------- init
     def init(key, hparams=None) -> ReinforceState:
         k_params, k_env, k_next = jr.split(key, 3)
-        params = init_params(k_params)
+        params = pol.init(k_params)
         obs, env_state = env_reset(jr.split(k_env, E), env_params)
+        hp = hyperparams_from_config(config, HYPERPARAMS, hparams, key.device)
         return ReinforceState(
             params=params,
-            opt_state=tx.init(params),
+            opt_state=optimizer(hp).init(params),
             env_state=env_state,
             obs=obs,
             key=k_next,
             update_step=torch.zeros((), dtype=torch.int64, device=key.device),
-            hparams=hyperparams_from_config(config, HYPERPARAMS, hparams, key.device),
+            hparams=hp,
         )
-
-    # ---------------------------------------------------------------- rollout
-    def rollout_step(state: ReinforceState):
-        key, k_act, k_env = jr.split(state.key, 3)
-        action = jr.categorical(k_act, logits_fn(state.params, state.obs))
-        obs, env_state, reward, terminated, truncated, info = env_step(
-            jr.split(k_env, E), state.env_state, action, env_params
-        )
-        transition = Transition(
-            obs=state.obs,
-            action=action,
-            reward=reward.to(torch.float32),
-            done=terminated | truncated,
-            episode_return=info["returned_episode_returns"].to(torch.float32),
-            episode_length=info["returned_episode_lengths"].to(torch.float32),
-            episode_done=info["returned_episode"],
-        )
-        return state._replace(env_state=env_state, obs=obs, key=key), transition
 
     # ---------------------------------------------------------------- learning
-    def loss_fn(params, traj: Transition, returns, hp):
+    def loss_fn(params, traj: on_policy.Transition, returns, hp):
         obs = traj.obs.reshape((T * E,) + traj.obs.shape[2:])
-        action = traj.action.reshape(-1)
+        action = traj.action.reshape((T * E,) + traj.action.shape[2:])
         g = returns.reshape(-1)
-        logits = logits_fn(params, obs)
-        ones = torch.ones_like(g)
+        dist = pol.dist(params, obs)
         if config.baseline:
-            v = value_fn(params, obs)
+            v = pol.value(params, obs)
             weight = g - v.detach()
             v_loss = 0.5 * ((v - g) ** 2).mean()
         else:
@@ -267,42 +221,35 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             v_loss = torch.zeros_like(g[0])
         if config.normalize_returns:
             weight = (weight - weight.mean()) / (weight.std() + 1e-8)
-        pg_loss = policy_gradient_loss(logits, action, weight, ones)
-        entropy = -entropy_loss(logits, ones)
+        pg_loss = -(dist.log_prob(action) * weight.detach()).mean()
+        entropy = dist.entropy().mean()
         loss = pg_loss - hp["ent_coef"] * entropy + hp["vf_coef"] * v_loss
         return loss, {"pg_loss": pg_loss.detach(), "v_loss": v_loss.detach(), "entropy": entropy.detach()}
 
-    def learn(state: ReinforceState, transitions: list):
-        traj = tree.stack(transitions)  # leaves [T, E, ...]
-        hp = state.hparams
+    def learn(params, opt_state, obs, hp, traj: on_policy.Transition):
+        """One optimiser step on the rollout ``traj`` (leaves [T, E, ...]); ``obs``: the last observation."""
         discount = hp["gamma"] * (~traj.done).to(torch.float32)
         if config.baseline:
-            bootstrap = value_fn(state.params, state.obs).detach()  # V(s_T) [E]
+            bootstrap = pol.value(params, obs).detach()  # V(s_T) [E]
         else:
             bootstrap = torch.zeros_like(traj.reward[0])
         returns = returns_per_env(traj.reward, discount, bootstrap)  # [T, E]
-        grads, aux = torch.func.grad(loss_fn, has_aux=True)(state.params, traj, returns, hp)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        lr = hp["learning_rate"]
-        if config.anneal_lr:
-            lr = lr * (1.0 - state.update_step.to(torch.float32) / num_updates)
-        params = optim.apply_updates(state.params, tree.map(lambda u: -lr * u, updates))
+        grads, aux = torch.func.grad(loss_fn, has_aux=True)(params, traj, returns, hp)
+        updates, opt_state = optimizer(hp).update(grads, opt_state, params)
         metrics = episode_metrics(traj.episode_return, traj.episode_length, traj.episode_done)
         metrics.update(aux)
         metrics["return_mean"] = returns.mean()
-        state = state._replace(params=params, opt_state=opt_state, update_step=state.update_step + 1)
-        return state, metrics
+        return optim.apply_updates(params, updates), opt_state, metrics
 
-    rollout_step_l = lift(rollout_step)
     learn_l = lift(learn)
 
     # ---------------------------------------------------------------- the glue
     def update(state: ReinforceState):
-        transitions = []
-        for _ in range(T):
-            state, transition = rollout_step_l(state)
-            transitions.append(transition)
-        return learn_l(state, transitions)
+        traj, env_state, obs, key = rollout(state.params, state.env_state, state.obs, state.key)
+        params, opt_state, metrics = learn_l(state.params, state.opt_state, obs, state.hparams, traj)
+        state = state._replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs, key=key,
+                               update_step=state.update_step + 1)
+        return state, metrics
 
     return Algorithm(init=init, update=update, num_updates=num_updates, steps_per_update=T * E)
 
@@ -318,10 +265,10 @@ def make_train(config: Config, env, env_params):
 
 
 def evaluation_policy(config: Config, env, env_params):
-    """``act(state, key, obs[K, ...]) -> actions [K]``: the most probable action of the policy."""
-    _, logits_fn, _ = _networks(config, env, env_params)
+    """``act(state, key, obs[K, ...]) -> actions``: the most probable (Discrete) or mean (Box, clipped) action."""
+    pol = _policy(config, env, env_params)
 
     def act(state: ReinforceState, key, obs):
-        return torch.argmax(logits_fn(state.params, obs), -1)
+        return pol.mode(state.params, obs)
 
     return act
