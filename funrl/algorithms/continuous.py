@@ -8,7 +8,8 @@ What lives here is what those three algorithms share and nothing else:
 * acting: :func:`warmup_actions` (uniform actions before ``learning_starts``,
   CleanRL's ``action_space.sample()``), :func:`deterministic_policy` (DDPG's and
   TD3's noisy actor, the ``policy`` argument of
-  :func:`funrl.algorithms.off_policy.env_step`);
+  :func:`funrl.algorithms.off_policy.env_step`) and :func:`deterministic_env_step`
+  (DDPG's and TD3's whole env-step piece);
 * learning: :func:`dpg_actor_loss` (the deterministic policy gradient of DDPG and TD3);
 * storage: :func:`replay_item` (one transition of the replay buffer) and
   :func:`transition_layout` (an env step's transitions in that layout);
@@ -25,7 +26,7 @@ import torch
 
 from funrl import nn
 from funrl import random as jr
-from funrl.algorithms import networks
+from funrl.algorithms import networks, off_policy
 from funrl.algorithms.common import check_hidden_sizes
 from funrl.envs import spaces
 from funrl.losses.exploration import add_gaussian_noise
@@ -41,6 +42,7 @@ __all__ = [
     "uniform_actions",
     "warmup_actions",
     "deterministic_policy",
+    "deterministic_env_step",
     "dpg_actor_loss",
     "replay_item",
     "transition_layout",
@@ -174,6 +176,30 @@ def deterministic_policy(actor: nn.Model, spec: BoxSpec, actor_params, explorati
         return warmup_actions(k_random, noisy, spec, explore).reshape((obs.shape[0],) + spec.act_shape)
 
     return act
+
+
+def deterministic_env_step(actor: nn.Model, spec: BoxSpec, env, env_params, learning_starts: int) -> Callable:
+    """DDPG's and TD3's env-step piece: ``step(acting, actor_params, exploration_noise) -> (acting, transition, info)``.
+
+    :func:`deterministic_policy` (uniform actions while ``acting.global_step <
+    learning_starts``) through :func:`funrl.algorithms.off_policy.env_step`.  A
+    per-seed piece: pass it through the algorithm's ``lift``.
+
+    Args:
+      actor: the deterministic actor; spec: the action box.
+      env, env_params: the ``LogWrapper``-ed env and its params.
+      learning_starts: env steps of uniform actions (int >= 0).
+    """
+    _check_spec(spec)
+    if isinstance(learning_starts, bool) or not isinstance(learning_starts, int) or learning_starts < 0:
+        raise ValueError(f"learning_starts: expected an int >= 0, got {learning_starts!r}")
+
+    def rollout_step(acting: off_policy.Actor, actor_params, exploration_noise):
+        explore = acting.global_step < learning_starts
+        policy = deterministic_policy(actor, spec, actor_params, exploration_noise, explore)
+        return off_policy.env_step(policy, env, env_params, acting, num_keys=2)
+
+    return rollout_step
 
 
 def dpg_actor_loss(actor: nn.Model, critic: nn.Model, actor_params, critic_params,

@@ -182,11 +182,8 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             hparams=hp,
         )
 
-    # ---------------------------------------------------------------- acting
-    def rollout_step(acting: off_policy.Actor, actor_params, exploration_noise):
-        explore = acting.global_step < config.learning_starts
-        policy = continuous.deterministic_policy(actor, spec, actor_params, exploration_noise, explore)
-        return off_policy.env_step(policy, env, env_params, acting, num_keys=2)
+    # ---------------------------------------------------------------- acting (DDPG's and TD3's)
+    rollout_step = continuous.deterministic_env_step(actor, spec, env, env_params, config.learning_starts)
 
     # ---------------------------------------------------------------- learning
     def critic_loss_fn(critic_params, batch, target):
