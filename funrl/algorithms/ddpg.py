@@ -20,7 +20,7 @@ CleanRL's MuJoCo budget does not fit Pendulum-v1's 20k-step one:
 * ``buffer_size`` 20k (CleanRL 1e6).  The buffer holds every transition of the
   default run, so nothing is ever evicted, as with CleanRL's 1e6 at its
   budget; and the buffer lives in the per-seed state, so 1e6 slots would cost
-  36 MB per seed (and a copy per step, since ``replay.add`` is out of place).
+  36 MB per seed (and a copy per update, since ``replay.add`` is out of place).
 
 Episode ends: the buffer stores ``info["final_obs"]`` (the real last
 observation, not the auto-reset one) as ``next_obs`` and bootstraps through
