@@ -107,8 +107,8 @@ def test_learning_actor_delay_and_targets_are_gated():
         actor_steps += actor_turn
         assert tree.equal(state.params["critic"], prev.params["critic"]) != learning, u
         assert tree.equal(state.params["actor"], prev.params["actor"]) != actor_turn, u
-        assert int(state.critic_opt_state.count) == max(0, u - 2)
-        assert int(state.actor_opt_state.count) == actor_steps
+        assert int(state.critic_opt_state[0].count) == max(0, u - 2)
+        assert int(state.actor_opt_state[0].count) == actor_steps
         if actor_turn:
             expected = tree.map(lambda p, t: 0.5 * p + 0.5 * t, state.params, prev.target_params)
             assert tree.allclose(state.target_params, expected, rtol=0, atol=1e-7), u
@@ -131,7 +131,7 @@ def test_actor_step_is_the_gradient_of_minus_q_under_the_updated_critic():
         state, _ = algo.update(state)
     prev = state
     state, _ = algo.update(state)  # update 3: the first critic and actor step
-    assert int(state.actor_opt_state.count) == 1
+    assert int(state.actor_opt_state[0].count) == 1
     spec = ddpg.box_spec(env, env.default_params())
     actor = ddpg.deterministic_actor(spec, config.hidden_sizes)
     critic = ddpg.q_network(spec, config.hidden_sizes)
@@ -141,7 +141,7 @@ def test_actor_step_is_the_gradient_of_minus_q_under_the_updated_critic():
         return -critic.apply(state.params["critic"], obs, actor.apply(p, obs)).mean()
 
     g_ref = torch.func.grad(minus_q)(prev.params["actor"])
-    g_algo = tree.map(lambda m: m / 0.1, state.actor_opt_state.mu)  # Adam: mu_1 = (1 - b1) g
+    g_algo = tree.map(lambda m: m / 0.1, state.actor_opt_state[0].mu)  # Adam: mu_1 = (1 - b1) g
     assert tree.allclose(g_algo, g_ref, rtol=1e-4, atol=1e-7)
     assert float(tree.global_norm(g_ref)) > 1e-3  # not trivially zero
 

@@ -146,7 +146,7 @@ def test_learning_and_target_updates_are_gated():
         step = int(new.global_step)
         learning = step >= 6
         assert tree.equal(new.params, prev.params) != learning, step
-        assert int(new.learner.opt_state.count) == max(0, (step - 6) // 2 + 1)
+        assert int(new.learner.opt_state[0].count) == max(0, (step - 6) // 2 + 1)
         crossed = step // 4 > (step - 2) // 4
         if learning and crossed:
             expected = tree.map(lambda o, t: 0.5 * o + 0.5 * t, new.params, prev.learner.target_params)

@@ -125,7 +125,7 @@ def test_first_gradient_steps_match_cleanrl_formulas():
     prev = state
     state, _ = algo.update(state)  # update 3: global_step 8, the first learning step
     for opt in (state.critic_opt_state, state.actor_opt_state, state.alpha_opt_state):
-        assert int(opt.count) == 1
+        assert int(opt[0].count) == 1
     spec = ddpg.box_spec(env, params)
     _, _, sample = sac.squashed_gaussian_policy(spec, config.hidden_sizes)
     critic = ddpg.q_network(spec, config.hidden_sizes)
@@ -157,7 +157,7 @@ def test_first_gradient_steps_match_cleanrl_formulas():
         return (-log_alpha.exp() * (logp_new + (-1.0))).mean()  # target entropy -|A| = -1
 
     def first_moment_grad(opt_state):
-        return tree.map(lambda m: m / 0.1, opt_state.mu)  # Adam: mu_1 = (1 - b1) g
+        return tree.map(lambda m: m / 0.1, opt_state[0].mu)  # Adam: mu_1 = (1 - b1) g
 
     g_critic = torch.func.grad(critic_loss)(prev.params["critic"])
     assert tree.allclose(first_moment_grad(state.critic_opt_state), g_critic, rtol=1e-4, atol=1e-6)
@@ -189,8 +189,8 @@ def test_learning_policy_delay_and_targets_are_gated():
         assert tree.equal(state.params["critic"], prev.params["critic"]) != learning, u
         assert tree.equal(state.params["actor"], prev.params["actor"]) != actor_turn, u
         assert torch.equal(state.params["log_alpha"], prev.params["log_alpha"]) != actor_turn, u
-        assert int(state.critic_opt_state.count) == max(0, u - 2)
-        assert int(state.actor_opt_state.count) == int(state.alpha_opt_state.count) == actor_steps
+        assert int(state.critic_opt_state[0].count) == max(0, u - 2)
+        assert int(state.actor_opt_state[0].count) == int(state.alpha_opt_state[0].count) == actor_steps
         if target_turn:
             expected = tree.map(lambda p, t: 0.5 * p + 0.5 * t, state.params["critic"], prev.target_params)
             assert tree.allclose(state.target_params, expected, rtol=0, atol=1e-7), u
@@ -209,7 +209,7 @@ def test_fixed_temperature_without_autotune():
     config = _probe_config(total_timesteps=8, learning_starts=2, batch_size=4, autotune=False, alpha=0.3)
     state, metrics = sac.make_train(config, env, env.default_params())(jr.key(2))
     assert float(state.params["log_alpha"]) == pytest.approx(math.log(0.3))
-    assert int(state.alpha_opt_state.count) == 0 and int(state.actor_opt_state.count) > 0
+    assert int(state.alpha_opt_state[0].count) == 0 and int(state.actor_opt_state[0].count) > 0
     assert torch.allclose(metrics["alpha"], torch.full_like(metrics["alpha"], 0.3))
 
 

@@ -82,7 +82,7 @@ def test_critic_step_uses_the_smoothed_twin_min_target():
         state, _ = algo.update(state)
     prev = state
     state, _ = algo.update(state)  # update 3: global_step 8, the first critic step
-    assert int(state.critic_opt_state.count) == 1 and int(prev.critic_opt_state.count) == 0
+    assert int(state.critic_opt_state[0].count) == 1 and int(prev.critic_opt_state[0].count) == 0
     actor, critic = _networks(env, config)
     _, k_batch, k_smooth = jr.split(jr.split(prev.key, 4)[0], 3)
     batch = replay.sample(state.buffer, k_batch, config.batch_size)
@@ -105,7 +105,7 @@ def test_critic_step_uses_the_smoothed_twin_min_target():
 
         return torch.func.grad(loss)(prev.params["critic"])
 
-    g_algo = tree.map(lambda m: m / 0.1, state.critic_opt_state.mu)  # Adam: mu_1 = (1 - b1) g
+    g_algo = tree.map(lambda m: m / 0.1, state.critic_opt_state[0].mu)  # Adam: mu_1 = (1 - b1) g
     assert tree.allclose(g_algo, critic_grad(torch.minimum), rtol=1e-4, atol=1e-6)
     # the test can tell the difference: a max target or no smoothing gives another gradient
     assert not tree.allclose(g_algo, critic_grad(torch.maximum), rtol=1e-3, atol=1e-4)
@@ -129,8 +129,8 @@ def test_learning_actor_delay_and_targets_are_gated():
         for name in ("q1", "q2"):
             assert tree.equal(state.params["critic"][name], prev.params["critic"][name]) != learning, (u, name)
         assert tree.equal(state.params["actor"], prev.params["actor"]) != actor_turn, u
-        assert int(state.critic_opt_state.count) == max(0, u - 2)
-        assert int(state.actor_opt_state.count) == actor_steps
+        assert int(state.critic_opt_state[0].count) == max(0, u - 2)
+        assert int(state.actor_opt_state[0].count) == actor_steps
         if actor_turn:
             expected = tree.map(lambda p, t: 0.5 * p + 0.5 * t, state.params, prev.target_params)
             assert tree.allclose(state.target_params, expected, rtol=0, atol=1e-7), u

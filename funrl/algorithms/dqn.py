@@ -1,8 +1,9 @@
 """Deep Q-Network (Mnih et al., 2015), CleanRL-style, as pure pieces.
 
 Read top to bottom: Config -> Q-network -> state -> init -> rollout_step
-(epsilon-greedy action, env step) -> learn (store the update's transitions in
-the replay buffer, one gradient step on a sampled batch) -> update_target ->
+(epsilon-greedy action, env step: ``off_policy.env_step``, shared with DDPG,
+TD3 and SAC) -> learn (store the update's transitions in the replay buffer
+with ``off_policy.store``, one gradient step on a sampled batch) -> update_target ->
 update (the glue) -> make_train.
 
 Defaults are CleanRL's ``dqn.py`` for CartPole-v1: 500k steps, Adam lr 2.5e-4,
@@ -52,8 +53,7 @@ import torch
 
 from funrl import optim, tree
 from funrl import random as jr
-from funrl.algorithms import replay
-from funrl.algorithms import networks
+from funrl.algorithms import networks, off_policy, replay
 from funrl.algorithms.common import (
     Algorithm,
     check_batch_fits_buffer,
@@ -62,16 +62,12 @@ from funrl.algorithms.common import (
     check_hidden_sizes,
     check_skip_nonfinite,
     check_total_timesteps,
-    episode_metrics,
     freeze_mask,
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
-    with_finite_guard,
-    with_frozen,
 )
 from funrl.envs import spaces
-from funrl.envs.core import select_tree
 from funrl.envs.wrappers import LogWrapper
 from funrl.losses.base import huber_loss
 from funrl.losses.policies import epsilon_greedy_sample
@@ -170,13 +166,8 @@ PARAMS = "learner.params"
 TARGETS: dict = {"learner.target_params": "learner.params"}
 
 
-class Actor(NamedTuple):
-    """The acting side of one seed: its envs, their last observation, its key and step counter."""
-
-    env_state: Any  #: batched over num_envs
-    obs: torch.Tensor  #: [num_envs, *obs_shape]
-    key: torch.Tensor  #: (2,)
-    global_step: torch.Tensor  #: int64 (): env steps taken by this seed
+#: the acting side of one seed (its envs, their last observation, its key and step counter)
+Actor = off_policy.Actor
 
 
 class Learner(NamedTuple):
@@ -213,12 +204,8 @@ class DQNState(NamedTuple):
         return self.actor.global_step
 
 
-class StepInfo(NamedTuple):
-    """What one rollout step reports for the update's metrics (shapes [num_envs])."""
-
-    episode_return: torch.Tensor
-    episode_length: torch.Tensor
-    episode_done: torch.Tensor
+#: what one rollout step reports for the update's metrics (shapes [num_envs])
+StepInfo = off_policy.StepInfo
 
 
 def epsilon_schedule(start_e, end_e, duration, step) -> torch.Tensor:
@@ -244,17 +231,6 @@ def epsilon_schedule(start_e, end_e, duration, step) -> torch.Tensor:
     return start + frac * (end - start)
 
 
-def _split(key: torch.Tensor, num: int) -> list[torch.Tensor]:
-    """``jr.split(key, num)`` as a list, the first (the key carried in the state) a fresh copy.
-
-    A row of the split is a view (stride ``num * 2`` under vmap); carried in the
-    state it would change the input strides of the next compiled piece and make
-    it recompile once per distinct ``num``.
-    """
-    keys = jr.split(key, num)
-    return [keys[0].clone(memory_format=torch.contiguous_format), *keys[1:]]
-
-
 def _q_network(config: Config, env, env_params):
     """The Q-network: ``(init(key) -> params, q_values(params, obs[N, ...]) -> [N, A])``."""
     obs_space = env.observation_space(env_params)
@@ -275,11 +251,14 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     E, F = config.num_envs, config.train_frequency
     steps_per_update = config.steps_per_update
     init_params, q_values, _ = _q_network(config, env, env_params)
-    adam = optim.scale_by_adam(eps=config.adam_eps)
-    tx = adam if config.max_grad_norm is None else optim.chain(optim.clip_by_global_norm(config.max_grad_norm), adam)
-    tx = with_finite_guard(with_frozen(tx, freeze_mask(config.freeze, lambda: init_params(jr.key(0)))), config.skip_nonfinite)
+    mask = freeze_mask(config.freeze, lambda: init_params(jr.key(0)))
+
+    def optimizer(learning_rate) -> optim.GradientTransformation:
+        # built from the seed's own rate, inside the piece: one rate per seed of a vmapped batch
+        return off_policy.adam_optimizer(learning_rate, mask, config.skip_nonfinite, eps=config.adam_eps,
+                                         max_grad_norm=config.max_grad_norm)
+
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
-    env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
 
     def epsilon(hp: dict, global_step: torch.Tensor) -> torch.Tensor:
         return epsilon_schedule(hp["start_e"], hp["end_e"], hp["exploration_fraction"] * config.total_timesteps, global_step)
@@ -287,6 +266,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     # ---------------------------------------------------------------- init
     def init(key, hparams=None) -> DQNState:
         k_params, k_env, k_act, k_learn = jr.split(key, 4)
+        hp = hyperparams_from_config(config, HYPERPARAMS, hparams, key.device)
         params = init_params(k_params)
         obs, env_state = env_reset(jr.split(k_env, E), env_params)
         scalar = obs[0].reshape(-1)[0]
@@ -307,38 +287,24 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             learner=Learner(
                 params=params,
                 target_params=tree.map(torch.clone, params),
-                opt_state=tx.init(params),
+                opt_state=optimizer(hp["learning_rate"]).init(params),
                 key=k_learn,
             ),
             buffer=replay.init(example, config.buffer_size),
-            hparams=hyperparams_from_config(config, HYPERPARAMS, hparams, key.device),
+            hparams=hp,
         )
 
     # ---------------------------------------------------------------- rollout
-    def rollout_step(params: dict, actor: Actor, hp: dict):
-        key, k_act, k_env = _split(actor.key, 3)
-        q = q_values(params, actor.obs)
-        action = epsilon_greedy_sample(k_act, q, epsilon(hp, actor.global_step))
-        obs, env_state, reward, terminated, truncated, info = env_step(
-            jr.split(k_env, E), actor.env_state, action, env_params
-        )
-        transition = {
-            "obs": actor.obs,
-            "action": action,
-            "reward": reward.to(torch.float32),
-            # the real next observation: obs is already the auto-reset one where an episode ended
-            "next_obs": info["final_obs"],
-            # float 0/1, not bool: Inductor copies bool tensors ~400x slower than
-            # eager (measured 7.9 ms vs 0.02 ms for 640k), and learn copies the buffer
-            "terminated": terminated.to(torch.float32),
-        }
-        step_info = StepInfo(
-            episode_return=info["returned_episode_returns"].to(torch.float32),
-            episode_length=info["returned_episode_lengths"].to(torch.float32),
-            episode_done=info["returned_episode"],
-        )
-        actor = Actor(env_state=env_state, obs=obs, key=key, global_step=actor.global_step + E)
-        return actor, transition, step_info
+    def rollout_step(actor: Actor, params: dict, hp: dict):
+        def policy(keys, obs):
+            return epsilon_greedy_sample(keys[0], q_values(params, obs), epsilon(hp, actor.global_step))
+
+        return off_policy.env_step(policy, env, env_params, actor, num_keys=1)
+
+    def layout(transition: dict) -> dict:
+        # float 0/1, not bool: Inductor copies bool tensors ~400x slower than
+        # eager (measured 7.9 ms vs 0.02 ms for 640k), and learn copies the buffer
+        return {**transition, "terminated": transition["terminated"].to(torch.float32)}
 
     # ---------------------------------------------------------------- learning
     def loss_fn(params, target_params, batch, gamma):
@@ -355,26 +321,25 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         return loss, q_a.detach().mean()
 
     def learn(learner: Learner, buffer: replay.ReplayState, global_step, hp: dict, transitions: list, step_infos: list):
-        # all of the update's transitions go in at once: a functional add copies the
-        # whole buffer, so once per update rather than once per rollout step
-        new = tree.map(lambda x: x.reshape((F * E,) + x.shape[2:]), tree.stack(transitions))  # in step order
-        buffer = replay.add(buffer, new)
-        key, k_sample = _split(learner.key, 2)
+        # all of the update's transitions go in at once (off_policy.store): a functional
+        # add copies the whole buffer, so once per update rather than once per rollout step
+        buffer = off_policy.store(buffer, transitions, layout)
+        key, k_sample = jr.split(learner.key, 2)
         batch = replay.sample(buffer, k_sample, config.batch_size)
         grads, (loss, q_mean) = torch.func.grad_and_value(loss_fn, has_aux=True)(
             learner.params, learner.target_params, batch, hp["gamma"]
         )
-        updates, opt_state = tx.update(grads, learner.opt_state, learner.params)
-        params = optim.apply_updates(learner.params, tree.map(lambda u: -hp["learning_rate"] * u, updates))
+        updates, opt_state = optimizer(hp["learning_rate"]).update(grads, learner.opt_state, learner.params)
+        params = optim.apply_updates(learner.params, updates)
         learning = global_step >= config.learning_starts
         # the Adam state is masked too, so its bias correction starts at the first real step
         learner = learner._replace(
-            params=select_tree(learning, params, learner.params),
-            opt_state=select_tree(learning, opt_state, learner.opt_state),
-            key=key,
+            params=tree.where(learning, params, learner.params),
+            opt_state=tree.where(learning, opt_state, learner.opt_state),
+            # a row of split() is a strided view: carried on, it would make the compiled piece recompile
+            key=key.clone(memory_format=torch.contiguous_format),
         )
-        traj = tree.stack(step_infos)  # leaves [F, E]
-        metrics = episode_metrics(traj.episode_return, traj.episode_length, traj.episode_done)
+        metrics = off_policy.episode_summary(step_infos)
         metrics.update(td_loss=loss.detach(), q_values=q_mean, epsilon=epsilon(hp, global_step))
         return learner, buffer, metrics
 
@@ -383,7 +348,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         before = global_step - steps_per_update
         crossed = torch.div(global_step, period, rounding_mode="floor") > torch.div(before, period, rounding_mode="floor")
         do = crossed & (global_step >= config.learning_starts)
-        return select_tree(do, optim.incremental_update(params, target_params, tau), target_params)
+        return tree.where(do, optim.incremental_update(params, target_params, tau), target_params)
 
     rollout_step_l = lift(rollout_step)
     learn_l = lift(learn)
@@ -391,12 +356,8 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
 
     # ---------------------------------------------------------------- the glue
     def update(state: DQNState):
-        actor, hp = state.actor, state.hparams
-        transitions, step_infos = [], []
-        for _ in range(F):
-            actor, transition, step_info = rollout_step_l(state.learner.params, actor, hp)
-            transitions.append(transition)
-            step_infos.append(step_info)
+        hp = state.hparams
+        actor, transitions, step_infos = off_policy.collect(rollout_step_l, state.actor, F, state.learner.params, hp)
         learner, buffer, metrics = learn_l(state.learner, state.buffer, actor.global_step, hp, transitions, step_infos)
         target = update_target_l(learner.params, learner.target_params, actor.global_step, hp["tau"])
         learner = learner._replace(target_params=target)

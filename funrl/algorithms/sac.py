@@ -1,9 +1,10 @@
 """Soft Actor-Critic (Haarnoja et al., 2018) with automatic entropy tuning, CleanRL-style, as pure pieces.
 
 Read top to bottom: Config -> the squashed Gaussian policy -> state -> init ->
-rollout_step (sample an action, step the env, store the transition) ->
-learn_critic (twin soft-Q step, Polyak targets) -> learn_actor (policy and
-temperature step) -> update (the glue) -> make_train.
+rollout_step (sample an action, step the envs: ``off_policy.env_step``) ->
+learn_critic (store the update's transitions, twin soft-Q step, Polyak
+targets) -> learn_actor (policy and temperature step) -> update (the glue) ->
+make_train.
 
 Defaults are CleanRL's ``sac_continuous_action.py``: 256-256 relu networks
 with torch's default init; the policy outputs a mean and a log-std squashed
@@ -48,7 +49,7 @@ import torch
 
 from funrl import optim, tree
 from funrl import random as jr
-from funrl.algorithms import networks, replay
+from funrl.algorithms import continuous, networks, off_policy, replay
 from funrl.algorithms.common import (
     Algorithm,
     check_batch_fits_buffer,
@@ -56,23 +57,12 @@ from funrl.algorithms.common import (
     check_freeze,
     check_skip_nonfinite,
     check_total_timesteps,
-    episode_metrics,
     freeze_mask,
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
-    with_finite_guard,
-    with_frozen,
 )
-from funrl.algorithms.ddpg import (
-    StepInfo,
-    _check_common,
-    box_spec,
-    flat_obs,
-    replay_item,
-    select,
-    uniform_actions,
-)
+from funrl.algorithms.continuous import box_spec, flat_obs, replay_item
 from funrl.envs.wrappers import LogWrapper
 
 #: CleanRL's bounds of the policy's log-std.
@@ -121,7 +111,7 @@ class Config:
         )
         check_total_timesteps(self, ("num_envs", "train_frequency"))
         check_batch_fits_buffer(self)
-        _check_common(self)
+        continuous.check_continuous_config(self)
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha > 0:
             raise ValueError(f"config.alpha: expected a number > 0, got {self.alpha!r}")
 
@@ -174,6 +164,12 @@ class SACState(NamedTuple):
     hparams: dict  #: name -> float tensor ()
 
 
+#: the state fields ``learn_critic`` reads and changes (the acting fields are off_policy.Actor's)
+CRITIC_FIELDS = ("params", "target_params", "critic_opt_state", "buffer", "key")
+#: the state fields ``learn_actor`` reads and changes
+ACTOR_FIELDS = ("params", "actor_opt_state", "alpha_opt_state", "key")
+
+
 def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algorithm:
     """SAC's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
     spec = box_spec(env, env_params)
@@ -182,17 +178,17 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     init_actor, _, sample_action = networks.squashed_gaussian_actor(spec, config.hidden_sizes, config.network)
     critic = networks.continuous_q_network(spec, config.hidden_sizes, config.network)
     target_entropy = -float(spec.act_dim)
-    tx = optim.scale_by_adam()  # learning rates are applied by hand (per-seed tensors)
     mask = freeze_mask(config.freeze, lambda: {
         "actor": init_actor(jr.key(0)),
         "critic": {"q1": critic.init(jr.key(1)), "q2": critic.init(jr.key(2))},
         "log_alpha": torch.zeros(()),
     })
-    actor_tx = with_finite_guard(with_frozen(tx, None if mask is None else mask["actor"]), config.skip_nonfinite)
-    critic_tx = with_finite_guard(with_frozen(tx, None if mask is None else mask["critic"]), config.skip_nonfinite)
-    alpha_tx = with_finite_guard(with_frozen(tx, None if mask is None else mask["log_alpha"]), config.skip_nonfinite)
+
+    def optimizer(learning_rate, role: str) -> optim.GradientTransformation:
+        # built from the seed's own rate, inside the piece: one rate per seed of a vmapped batch
+        return off_policy.adam_optimizer(learning_rate, None if mask is None else mask[role], config.skip_nonfinite)
+
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
-    env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
 
     # ---------------------------------------------------------------- init
     def init(key, hparams=None) -> SACState:
@@ -209,9 +205,9 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         return SACState(
             params=params,
             target_params=tree.map(torch.clone, params["critic"]),
-            actor_opt_state=actor_tx.init(params["actor"]),
-            critic_opt_state=critic_tx.init(params["critic"]),
-            alpha_opt_state=alpha_tx.init(params["log_alpha"]),
+            actor_opt_state=optimizer(hp["policy_lr"], "actor").init(params["actor"]),
+            critic_opt_state=optimizer(hp["q_lr"], "critic").init(params["critic"]),
+            alpha_opt_state=optimizer(hp["q_lr"], "log_alpha").init(params["log_alpha"]),
             buffer=replay.init(replay_item(spec, key), config.buffer_size),
             env_state=env_state,
             obs=obs,
@@ -221,43 +217,23 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         )
 
     # ---------------------------------------------------------------- acting
-    def rollout_step(state: SACState):
-        key, k_policy, k_random, k_env = jr.split(state.key, 4)
-        obs = flat_obs(state.obs)
-        policy_action, _ = sample_action(state.params["actor"], k_policy, obs)
-        explore = state.global_step < config.learning_starts
-        action = torch.where(explore, uniform_actions(k_random, spec, E), policy_action)
-        next_obs, env_state, reward, terminated, truncated, info = env_step(
-            jr.split(k_env, E), state.env_state, action.reshape((E,) + spec.act_shape), env_params
-        )
-        buffer = replay.add(
-            state.buffer,
-            {
-                "obs": obs,
-                "action": action,
-                "reward": reward.to(torch.float32),
-                "next_obs": flat_obs(info["final_obs"]),  # not next_obs: that is the auto-reset one
-                "terminated": terminated,
-            },
-        )
-        step_info = StepInfo(
-            episode_return=info["returned_episode_returns"].to(torch.float32),
-            episode_length=info["returned_episode_lengths"].to(torch.float32),
-            episode_done=info["returned_episode"],
-        )
-        # clone: a fresh key keeps the compiled piece's input strides the same every call
-        state = state._replace(
-            buffer=buffer, env_state=env_state, obs=next_obs, key=key.clone(), global_step=state.global_step + E
-        )
-        return state, step_info
+    def rollout_step(acting: off_policy.Actor, actor_params):
+        explore = acting.global_step < config.learning_starts
+
+        def policy(keys, obs):
+            k_policy, k_random = keys
+            action, _ = sample_action(actor_params, k_policy, flat_obs(obs))
+            return continuous.warmup_actions(k_random, action, spec, explore).reshape((E,) + spec.act_shape)
+
+        return off_policy.env_step(policy, env, env_params, acting, num_keys=2)
 
     # ---------------------------------------------------------------- learning
-    def is_learning(state: SACState) -> torch.Tensor:
-        return state.global_step >= config.learning_starts
+    def is_learning(global_step) -> torch.Tensor:
+        return global_step >= config.learning_starts
 
-    def update_index(state: SACState) -> torch.Tensor:
+    def update_index(global_step) -> torch.Tensor:
         """The number of the current update, from 0 (the rollout of this update has run)."""
-        return state.global_step // config.steps_per_update - 1
+        return global_step // config.steps_per_update - 1
 
     def critic_loss_fn(critic_params, batch, target):
         q1 = critic.apply(critic_params["q1"], batch["obs"], batch["action"])
@@ -265,44 +241,45 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         loss = ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean()
         return loss, {"critic_loss": loss, "q_value": q1.mean()}
 
-    def learn_critic(state: SACState, step_infos: list):
-        """One soft-Q step on a fresh batch and the Polyak step of the targets.
+    def learn_critic(learner: dict, global_step, hp: dict, transitions: list, step_infos: list):
+        """Store the update's transitions; one soft-Q step on a fresh batch and the Polyak step of the targets.
 
-        Returns the new state, the batch's observations (the policy's next
-        steps use them, as CleanRL) and the metrics.
+        ``learner``: the state's :data:`CRITIC_FIELDS`, returned changed, with
+        the batch's observations (the policy's next steps use them, as
+        CleanRL) and the metrics.
         """
-        traj = tree.stack(step_infos)  # leaves [train_frequency, E]
-        metrics = episode_metrics(traj.episode_return, traj.episode_length, traj.episode_done)
-        hp = state.hparams
-        key, k_batch, k_next = jr.split(state.key, 3)
-        batch = replay.sample(state.buffer, k_batch, B)
-        params = state.params
+        metrics = off_policy.episode_summary(step_infos)
+        buffer = off_policy.store(learner["buffer"], transitions, continuous.transition_layout)
+        key, k_batch, k_next = jr.split(learner["key"], 3)
+        batch = replay.sample(buffer, k_batch, B)
+        params, target_params = learner["params"], learner["target_params"]
 
         with torch.no_grad():
             alpha = torch.exp(params["log_alpha"])
             next_action, next_log_prob = sample_action(params["actor"], k_next, batch["next_obs"])
-            q1_next = critic.apply(state.target_params["q1"], batch["next_obs"], next_action)
-            q2_next = critic.apply(state.target_params["q2"], batch["next_obs"], next_action)
+            q1_next = critic.apply(target_params["q1"], batch["next_obs"], next_action)
+            q2_next = critic.apply(target_params["q2"], batch["next_obs"], next_action)
             soft_value = torch.minimum(q1_next, q2_next) - alpha * next_log_prob
             target = batch["reward"] + hp["gamma"] * (~batch["terminated"]).to(torch.float32) * soft_value
         grads, metrics_q = torch.func.grad(critic_loss_fn, has_aux=True)(params["critic"], batch, target)
-        updates, critic_opt_state = critic_tx.update(grads, state.critic_opt_state)
-        new_critic = optim.apply_updates(params["critic"], tree.map(lambda u: -hp["q_lr"] * u, updates))
+        updates, critic_opt_state = optimizer(hp["q_lr"], "critic").update(grads, learner["critic_opt_state"])
+        new_critic = optim.apply_updates(params["critic"], updates)
 
-        learning = is_learning(state)
-        critic_params = select(learning, new_critic, params["critic"])
-        target_turn = learning & (torch.remainder(update_index(state), config.target_network_frequency) == 0)
-        targets = select(
-            target_turn, optim.incremental_update(critic_params, state.target_params, hp["tau"]), state.target_params
+        learning = is_learning(global_step)
+        critic_params = tree.where(learning, new_critic, params["critic"])
+        target_turn = learning & (torch.remainder(update_index(global_step), config.target_network_frequency) == 0)
+        targets = tree.where(
+            target_turn, optim.incremental_update(critic_params, target_params, hp["tau"]), target_params
         )
-        state = state._replace(
-            params={**params, "critic": critic_params},
-            target_params=targets,
-            critic_opt_state=select(learning, critic_opt_state, state.critic_opt_state),
-            key=key.clone(),
-        )
+        learner = {
+            "params": {**params, "critic": critic_params},
+            "target_params": targets,
+            "critic_opt_state": tree.where(learning, critic_opt_state, learner["critic_opt_state"]),
+            "buffer": buffer,
+            "key": key.clone(),
+        }
         metrics.update(metrics_q)
-        return state, batch["obs"], metrics
+        return learner, batch["obs"], metrics
 
     def actor_loss_fn(actor_params, critic_params, alpha, key, obs):
         action, log_prob = sample_action(actor_params, key, obs)
@@ -315,39 +292,41 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         loss = (-torch.exp(log_alpha) * (log_prob + target_entropy)).mean()
         return loss, {"alpha_loss": loss}
 
-    def learn_actor(state: SACState, obs: torch.Tensor):
-        """One policy step and one temperature step, kept every ``policy_frequency``-th update."""
-        hp = state.hparams
-        params = state.params
-        key, k_actor, k_alpha = jr.split(state.key, 3)
+    def learn_actor(learner: dict, global_step, hp: dict, obs: torch.Tensor):
+        """One policy step and one temperature step, kept every ``policy_frequency``-th update.
+
+        ``learner``: the state's :data:`ACTOR_FIELDS`, returned changed.
+        """
+        params = learner["params"]
+        key, k_actor, k_alpha = jr.split(learner["key"], 3)
         alpha = torch.exp(params["log_alpha"]).detach()
         grads, metrics = torch.func.grad(actor_loss_fn, has_aux=True)(params["actor"], params["critic"], alpha, k_actor, obs)
-        updates, actor_opt_state = actor_tx.update(grads, state.actor_opt_state)
-        new_actor = optim.apply_updates(params["actor"], tree.map(lambda u: -hp["policy_lr"] * u, updates))
+        updates, actor_opt_state = optimizer(hp["policy_lr"], "actor").update(grads, learner["actor_opt_state"])
+        new_actor = optim.apply_updates(params["actor"], updates)
 
         # the temperature sees fresh actions of the updated policy (CleanRL)
         with torch.no_grad():
             _, log_prob = sample_action(new_actor, k_alpha, obs)
         grad_alpha, metrics_alpha = torch.func.grad(alpha_loss_fn, has_aux=True)(params["log_alpha"], log_prob)
-        update_alpha, alpha_opt_state = alpha_tx.update(grad_alpha, state.alpha_opt_state)
-        new_log_alpha = params["log_alpha"] - hp["q_lr"] * update_alpha
+        update_alpha, alpha_opt_state = optimizer(hp["q_lr"], "log_alpha").update(grad_alpha, learner["alpha_opt_state"])
+        new_log_alpha = optim.apply_updates(params["log_alpha"], update_alpha)
 
-        actor_turn = is_learning(state) & (torch.remainder(update_index(state), config.policy_frequency) == 0)
+        actor_turn = is_learning(global_step) & (torch.remainder(update_index(global_step), config.policy_frequency) == 0)
         alpha_turn = actor_turn & config.autotune
-        state = state._replace(
-            params={
+        learner = {
+            "params": {
                 **params,
-                "actor": select(actor_turn, new_actor, params["actor"]),
+                "actor": tree.where(actor_turn, new_actor, params["actor"]),
                 "log_alpha": torch.where(alpha_turn, new_log_alpha, params["log_alpha"]),
             },
-            actor_opt_state=select(actor_turn, actor_opt_state, state.actor_opt_state),
-            alpha_opt_state=select(alpha_turn, alpha_opt_state, state.alpha_opt_state),
-            key=key.clone(),
-        )
+            "actor_opt_state": tree.where(actor_turn, actor_opt_state, learner["actor_opt_state"]),
+            "alpha_opt_state": tree.where(alpha_turn, alpha_opt_state, learner["alpha_opt_state"]),
+            "key": key.clone(),
+        }
         metrics.update(metrics_alpha)
         metrics["alpha"] = alpha
         metrics["entropy"] = -log_prob.mean()
-        return state, metrics
+        return learner, metrics
 
     rollout_step_l = lift(rollout_step)
     learn_critic_l = lift(learn_critic)
@@ -355,14 +334,16 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
 
     # ---------------------------------------------------------------- the glue
     def update(state: SACState):
-        step_infos = []
-        for _ in range(config.train_frequency):
-            state, step_info = rollout_step_l(state)
-            step_infos.append(step_info)
-        state, obs, metrics = learn_critic_l(state, step_infos)
+        acting, transitions, step_infos = off_policy.collect(
+            rollout_step_l, off_policy.actor_of(state), config.train_frequency, state.params["actor"])
+        state = off_policy.with_actor(state, acting)
+        learner, obs, metrics = learn_critic_l(off_policy.fields_of(state, CRITIC_FIELDS), state.global_step,
+                                               state.hparams, transitions, step_infos)
+        state = state._replace(**learner)
         actor_metrics = []
         for _ in range(config.policy_frequency):
-            state, m = learn_actor_l(state, obs)
+            learner, m = learn_actor_l(off_policy.fields_of(state, ACTOR_FIELDS), state.global_step, state.hparams, obs)
+            state = state._replace(**learner)
             actor_metrics.append(m)
         metrics = dict(metrics)
         metrics.update({k: torch.stack([m[k] for m in actor_metrics]).mean(0) for k in actor_metrics[0]})
@@ -386,8 +367,8 @@ def evaluation_policy(config: Config, env, env_params):
     _, distribution, _ = networks.squashed_gaussian_actor(spec, config.hidden_sizes, config.network)
 
     def act(state: SACState, key, obs):
-        scale = ((spec.high - spec.low) / 2).to(obs.device)
-        bias = ((spec.high + spec.low) / 2).to(obs.device)
+        scale = continuous.action_scale(spec, obs.device)
+        bias = continuous.action_bias(spec, obs.device)
         a = distribution(state.params["actor"], flat_obs(obs)).mode() * scale + bias
         return a.reshape((obs.shape[0],) + spec.act_shape)
 

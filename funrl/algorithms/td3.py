@@ -1,7 +1,9 @@
 """Twin Delayed DDPG (Fujimoto et al., 2018), CleanRL-style, as pure pieces.
 
-TD3 is DDPG (``funrl.algorithms.ddpg``, whose networks, replay layout and
-action helpers it reuses) with three changes, all in :func:`learn`:
+TD3 is DDPG (``funrl.algorithms.ddpg``) with three changes, all in
+:func:`learn`; it acts as DDPG does (``continuous.deterministic_policy``
+through ``off_policy.env_step``) and shares DDPG's networks, replay layout and
+action helpers (``funrl.algorithms.continuous``):
 
 1. *twin critics*: two Q-networks, the target is the smaller of the two target
    values (against overestimation);
@@ -40,7 +42,7 @@ import torch
 
 from funrl import optim, tree
 from funrl import random as jr
-from funrl.algorithms import networks, replay
+from funrl.algorithms import continuous, networks, off_policy, replay
 from funrl.algorithms.common import (
     Algorithm,
     check_batch_fits_buffer,
@@ -48,27 +50,13 @@ from funrl.algorithms.common import (
     check_freeze,
     check_skip_nonfinite,
     check_total_timesteps,
-    episode_metrics,
     freeze_mask,
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
-    with_finite_guard,
-    with_frozen,
 )
-from funrl.algorithms.ddpg import (
-    StepInfo,
-    _check_common,
-    box_spec,
-    clip_actions,
-    flat_obs,
-    replay_item,
-    select,
-    uniform_actions,
-)
+from funrl.algorithms.continuous import box_spec, clip_actions, replay_item
 from funrl.envs.wrappers import LogWrapper
-from funrl.losses.exploration import add_gaussian_noise
-from funrl.losses.policy_gradients import dpg_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +92,7 @@ class Config:
         )
         check_total_timesteps(self, ("num_envs", "train_frequency"))
         check_batch_fits_buffer(self)
-        _check_common(self)
+        continuous.check_continuous_config(self)
 
     @property
     def steps_per_update(self) -> int:
@@ -139,6 +127,10 @@ class TD3State(NamedTuple):
     hparams: dict  #: name -> float tensor ()
 
 
+#: the state fields ``learn`` reads and changes (the acting fields are off_policy.Actor's)
+LEARNER_FIELDS = ("params", "target_params", "actor_opt_state", "critic_opt_state", "buffer", "key")
+
+
 def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algorithm:
     """TD3's ``init`` and ``update`` with every per-seed piece passed through ``lift``."""
     spec = box_spec(env, env_params)
@@ -146,66 +138,38 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
     E, B = config.num_envs, config.batch_size
     actor = networks.deterministic_actor(spec, config.hidden_sizes, config.network)
     critic = networks.continuous_q_network(spec, config.hidden_sizes, config.network)
-    tx = optim.scale_by_adam()  # the learning rate is applied by hand (a per-seed tensor)
     mask = freeze_mask(
         config.freeze,
         lambda: {"actor": actor.init(jr.key(0)), "critic": {"q1": critic.init(jr.key(1)), "q2": critic.init(jr.key(2))}},
     )
-    actor_tx = with_finite_guard(with_frozen(tx, None if mask is None else mask["actor"]), config.skip_nonfinite)
-    critic_tx = with_finite_guard(with_frozen(tx, None if mask is None else mask["critic"]), config.skip_nonfinite)
+
+    def optimizer(learning_rate, role: str) -> optim.GradientTransformation:
+        # built from the seed's own rate, inside the piece: one rate per seed of a vmapped batch
+        return off_policy.adam_optimizer(learning_rate, None if mask is None else mask[role], config.skip_nonfinite)
+
     env_reset = torch.func.vmap(env.reset, in_dims=(0, None))
-    env_step = torch.func.vmap(env.step, in_dims=(0, 0, 0, None))
 
     # ---------------------------------------------------------------- init
     def init(key, hparams=None) -> TD3State:
         k_actor, k_q1, k_q2, k_env, k_next = jr.split(key, 5)
+        hp = hyperparams_from_config(config, HYPERPARAMS, hparams, key.device)
         params = {"actor": actor.init(k_actor), "critic": {"q1": critic.init(k_q1), "q2": critic.init(k_q2)}}
         obs, env_state = env_reset(jr.split(k_env, E), env_params)
         return TD3State(
             params=params,
             target_params=tree.map(torch.clone, params),
-            actor_opt_state=actor_tx.init(params["actor"]),
-            critic_opt_state=critic_tx.init(params["critic"]),
+            actor_opt_state=optimizer(hp["learning_rate"], "actor").init(params["actor"]),
+            critic_opt_state=optimizer(hp["learning_rate"], "critic").init(params["critic"]),
             buffer=replay.init(replay_item(spec, key), config.buffer_size),
             env_state=env_state,
             obs=obs,
             key=k_next,
             global_step=torch.zeros((), dtype=torch.int64, device=key.device),
-            hparams=hyperparams_from_config(config, HYPERPARAMS, hparams, key.device),
+            hparams=hp,
         )
 
-    # ---------------------------------------------------------------- acting (as DDPG)
-    def rollout_step(state: TD3State):
-        key, k_noise, k_random, k_env = jr.split(state.key, 4)
-        obs = flat_obs(state.obs)
-        scale = (spec.high - spec.low).to(obs.device) / 2
-        policy_action = actor.apply(state.params["actor"], obs)
-        noisy = clip_actions(add_gaussian_noise(k_noise, policy_action, scale * state.hparams["exploration_noise"]), spec)
-        explore = state.global_step < config.learning_starts
-        action = torch.where(explore, uniform_actions(k_random, spec, E), noisy)
-        next_obs, env_state, reward, terminated, truncated, info = env_step(
-            jr.split(k_env, E), state.env_state, action.reshape((E,) + spec.act_shape), env_params
-        )
-        buffer = replay.add(
-            state.buffer,
-            {
-                "obs": obs,
-                "action": action,
-                "reward": reward.to(torch.float32),
-                "next_obs": flat_obs(info["final_obs"]),  # not next_obs: that is the auto-reset one
-                "terminated": terminated,
-            },
-        )
-        step_info = StepInfo(
-            episode_return=info["returned_episode_returns"].to(torch.float32),
-            episode_length=info["returned_episode_lengths"].to(torch.float32),
-            episode_done=info["returned_episode"],
-        )
-        # clone: a fresh key keeps the compiled piece's input strides the same every call
-        state = state._replace(
-            buffer=buffer, env_state=env_state, obs=next_obs, key=key.clone(), global_step=state.global_step + E
-        )
-        return state, step_info
+    # ---------------------------------------------------------------- acting (DDPG's and TD3's)
+    rollout_step = continuous.deterministic_env_step(actor, spec, env, env_params, config.learning_starts)
 
     # ---------------------------------------------------------------- learning
     def critic_loss_fn(critic_params, batch, target):
@@ -215,26 +179,24 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         return loss, {"critic_loss": loss, "q_value": q1.mean()}
 
     def actor_loss_fn(actor_params, q1_params, obs):
-        a = actor.apply(actor_params, obs)
         # the actor follows the first critic only (as in the paper and CleanRL)
-        dqda, q_sum = torch.func.grad_and_value(lambda act: critic.apply(q1_params, obs, act).sum())(a.detach())
-        # dpg_loss is elementwise without dqda_clipping, so one call on the flattened
-        # batch equals the per-sample losses (and skips a vmap)
-        loss = dpg_loss(a.reshape(-1), dqda.reshape(-1)).sum() / obs.shape[0]
-        return loss, {"actor_loss": -q_sum / obs.shape[0]}
+        return continuous.dpg_actor_loss(actor, critic, actor_params, q1_params, obs)
 
-    def learn(state: TD3State, step_infos: list):
-        """One twin-critic step, the actor and target step every ``policy_frequency``-th update."""
-        traj = tree.stack(step_infos)  # leaves [train_frequency, E]
-        metrics = episode_metrics(traj.episode_return, traj.episode_length, traj.episode_done)
-        hp = state.hparams
+    def learn(learner: dict, global_step, hp: dict, transitions: list, step_infos: list):
+        """Store the update's transitions; one twin-critic step, the actor and target step every ``policy_frequency``-th update.
+
+        ``learner``: the state's :data:`LEARNER_FIELDS`, returned changed.
+        """
+        metrics = off_policy.episode_summary(step_infos)
+        buffer = off_policy.store(learner["buffer"], transitions, continuous.transition_layout)
         lr = hp["learning_rate"]
-        key, k_batch, k_smooth = jr.split(state.key, 3)
-        batch = replay.sample(state.buffer, k_batch, B)
-        params, targets = state.params, state.target_params
+        actor_tx, critic_tx = optimizer(lr, "actor"), optimizer(lr, "critic")
+        key, k_batch, k_smooth = jr.split(learner["key"], 3)
+        batch = replay.sample(buffer, k_batch, B)
+        params, targets = learner["params"], learner["target_params"]
 
         with torch.no_grad():
-            scale = (spec.high - spec.low).to(lr.device) / 2
+            scale = continuous.action_scale(spec, lr.device)
             noise = jr.normal(k_smooth, (B, spec.act_dim), torch.float32) * hp["policy_noise"]
             noise = torch.clamp(noise, -hp["noise_clip"], hp["noise_clip"]) * scale
             next_action = clip_actions(actor.apply(targets["actor"], batch["next_obs"]) + noise, spec)
@@ -243,42 +205,45 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             not_terminal = (~batch["terminated"]).to(torch.float32)
             target = batch["reward"] + hp["gamma"] * not_terminal * torch.minimum(q1_next, q2_next)
         grads, critic_aux = torch.func.grad(critic_loss_fn, has_aux=True)(params["critic"], batch, target)
-        updates, critic_opt_state = critic_tx.update(grads, state.critic_opt_state)
-        new_critic = optim.apply_updates(params["critic"], tree.map(lambda u: -lr * u, updates))
+        updates, critic_opt_state = critic_tx.update(grads, learner["critic_opt_state"])
+        new_critic = optim.apply_updates(params["critic"], updates)
 
         grads, actor_aux = torch.func.grad(actor_loss_fn, has_aux=True)(params["actor"], new_critic["q1"], batch["obs"])
-        updates, actor_opt_state = actor_tx.update(grads, state.actor_opt_state)
-        new_actor = optim.apply_updates(params["actor"], tree.map(lambda u: -lr * u, updates))
+        updates, actor_opt_state = actor_tx.update(grads, learner["actor_opt_state"])
+        new_actor = optim.apply_updates(params["actor"], updates)
 
-        learning = state.global_step >= config.learning_starts
-        update_index = state.global_step // config.steps_per_update - 1  # this update's number, from 0
+        learning = global_step >= config.learning_starts
+        update_index = global_step // config.steps_per_update - 1  # this update's number, from 0
         actor_turn = learning & (torch.remainder(update_index, config.policy_frequency) == 0)
         new_params = {
-            "actor": select(actor_turn, new_actor, params["actor"]),
-            "critic": select(learning, new_critic, params["critic"]),
+            "actor": tree.where(actor_turn, new_actor, params["actor"]),
+            "critic": tree.where(learning, new_critic, params["critic"]),
         }
-        new_targets = select(actor_turn, optim.incremental_update(new_params, targets, hp["tau"]), targets)
-        state = state._replace(
-            params=new_params,
-            target_params=new_targets,
-            actor_opt_state=select(actor_turn, actor_opt_state, state.actor_opt_state),
-            critic_opt_state=select(learning, critic_opt_state, state.critic_opt_state),
-            key=key.clone(),
-        )
+        new_targets = tree.where(actor_turn, optim.incremental_update(new_params, targets, hp["tau"]), targets)
+        learner = {
+            "params": new_params,
+            "target_params": new_targets,
+            "actor_opt_state": tree.where(actor_turn, actor_opt_state, learner["actor_opt_state"]),
+            "critic_opt_state": tree.where(learning, critic_opt_state, learner["critic_opt_state"]),
+            "buffer": buffer,
+            "key": key.clone(),
+        }
         metrics.update(critic_aux)
         metrics.update(actor_aux)
-        return state, metrics
+        return learner, metrics
 
     rollout_step_l = lift(rollout_step)
     learn_l = lift(learn)
 
     # ---------------------------------------------------------------- the glue
     def update(state: TD3State):
-        step_infos = []
-        for _ in range(config.train_frequency):
-            state, step_info = rollout_step_l(state)
-            step_infos.append(step_info)
-        return learn_l(state, step_infos)
+        acting, transitions, step_infos = off_policy.collect(
+            rollout_step_l, off_policy.actor_of(state), config.train_frequency,
+            state.params["actor"], state.hparams["exploration_noise"])
+        state = off_policy.with_actor(state, acting)
+        learner, metrics = learn_l(off_policy.fields_of(state, LEARNER_FIELDS), state.global_step, state.hparams,
+                                   transitions, step_infos)
+        return state._replace(**learner), metrics
 
     return Algorithm(init=init, update=update, num_updates=config.num_updates, steps_per_update=config.steps_per_update)
 
@@ -294,11 +259,4 @@ def make_train(config: Config, env, env_params):
 
 def evaluation_policy(config: Config, env, env_params):
     """``act(state, key, obs[K, ...]) -> actions[K, *action_shape]``: the deterministic actor, no noise."""
-    spec = box_spec(env, env_params)
-    actor = networks.deterministic_actor(spec, config.hidden_sizes, config.network)
-
-    def act(state: TD3State, key, obs):
-        a = actor.apply(state.params["actor"], flat_obs(obs))
-        return a.reshape((obs.shape[0],) + spec.act_shape)
-
-    return act
+    return continuous.deterministic_evaluation_policy(config, env, env_params)
