@@ -447,7 +447,7 @@ def deterministic_actor(spec, hidden_sizes: Sequence[int], network: str | Callab
     """DDPG's and TD3's actor (CleanRL's ``Actor``): tanh output scaled into ``[low, high]``.
 
     Args:
-      spec: the env's :class:`funrl.algorithms.ddpg.BoxSpec` (sizes and bounds).
+      spec: the env's :class:`funrl.algorithms.continuous.BoxSpec` (sizes and bounds).
       hidden_sizes: the default relu MLP's hidden layers.
       network: a factory; role ``"actor"`` gives the pre-tanh ``[N, act_dim]``.
 
