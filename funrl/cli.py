@@ -282,14 +282,15 @@ def _processes(args, sweep) -> int:
     from funrl.threads import check_threads, default_threads
 
     requested = parse_processes(args.processes)
-    seeds, device = args.seeds or 8, args.device or "cpu"
     if args.resume is not None:
         from funrl.results import read_config_json
 
         saved = read_config_json(os.path.join(args.resume, "config.json"))
-        seeds, device, sweep = saved["seeds"], saved.get("device", "cpu"), saved.get("sweep")
-    for values in (sweep or {}).values():
-        seeds *= len(values)
+        seeds, device = saved["seeds"], saved.get("device", "cpu")  # a sweep's seeds: every setting's
+    else:
+        seeds, device = args.seeds or 8, args.device or "cpu"
+        for values in (sweep or {}).values():
+            seeds *= len(values)
     threads = default_threads() if args.threads is None else check_threads(args.threads, "--threads")
     return processes_for(requested, seeds, device, threads)
 

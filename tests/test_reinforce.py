@@ -6,7 +6,6 @@ import torch
 from funrl import random as jr
 from funrl import tree
 from funrl.algorithms import common, reinforce
-from funrl.envs import make
 from funrl.envs.probes import ActionReward, ConstantReward, ContinuousBandit, ObservationReward, TwoStep
 from helpers import assert_driver_matches_vmap_train, assert_match
 
@@ -179,9 +178,6 @@ def test_bad_inputs(cartpole):
     with pytest.raises(ValueError, match="config.normalize_returns"):
         reinforce.Config(num_envs=1, num_steps=1)
     reinforce.Config(num_envs=1, num_steps=1, normalize_returns=False)
-    pendulum, p_params = make("Pendulum-v1")
-    with pytest.raises(ValueError, match="Discrete"):
-        reinforce.make_train(reinforce.Config(), pendulum, p_params)
     train = reinforce.make_train(_cartpole_config(), env, params)
     with pytest.raises(ValueError, match="unknown hyper-parameter"):
         train(jr.key(0), {"lr": 0.1})
