@@ -12,10 +12,10 @@
     funrl algos
 
 ``funrl train`` with nothing else trains PPO on CartPole-v1 with 8 seeds.
-On a multi-core machine ``funrl train`` splits its seeds over one process per
-core (:mod:`funrl.launch`: it re-launches itself as ``torchrun --nproc-per-node K
--m funrl train ...``; see :mod:`funrl.distributed`); a failed rank makes the
-job exit 1.
+On a multi-core machine ``funrl train`` with many seeds splits them over one
+process per core (:mod:`funrl.launch`: it re-launches itself as ``torchrun
+--nproc-per-node K -m funrl train ...``; see :mod:`funrl.distributed`); a
+failed rank makes the job exit 1.
 ``funrl train ALGO --help`` lists every Config field of ALGO with its default.
 """
 
@@ -100,8 +100,9 @@ def build_parser(algo_for_help: str | None = "ppo") -> argparse.ArgumentParser:
                     help="torch CPU threads (default 1, or OMP_NUM_THREADS when set: more threads collapse on a busy "
                          "machine and gain little on funrl's small ops; use torchrun for more cores -- see funrl.threads)")
     tr.add_argument("--processes", default=None, metavar="N|auto",
-                    help="processes the seeds are split over (default auto: one per core, at most one per seed, "
-                         "CPU runs only; FUNRL_PROCESSES sets the default); results do not depend on it -- see funrl.launch")
+                    help="processes the seeds are split over (default auto: one per core, keeping at least 16 seeds "
+                         "in each, CPU runs only; FUNRL_PROCESSES sets the default); results do not depend on it -- "
+                         "see funrl.launch")
     tr.add_argument("--no-compile", action="store_true", help="run eagerly (same numbers up to rounding; slower)")
     tr.add_argument("--out", default=None, help="results folder (default runs/<algo>-<env>-<time>)")
     tr.add_argument("--seed", type=int, default=None, help="base seed; seed i uses fold_in(key(seed), i) (default 0)")

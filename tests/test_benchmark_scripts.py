@@ -88,6 +88,20 @@ def _check_throughput(result: dict) -> None:
         assert "dqn" in dqn["skipped"]
 
 
+def _check_compile_time(result: dict) -> None:
+    assert result["benchmark"] == "compile_time" and result["compiled"] is False and result["seeds"] == 2
+    assert result["machine"]["cpu_capability"] and result["algo"] == "ppo"
+    for cell in ("cold", "warm"):
+        c = result[cell]
+        assert _finite_positive(c["first_update_s"]) and _finite_positive(c["process_wall_s"])
+        # PPO's pieces: the rollout step (num_steps calls), the stacking, prepare, the minibatch updates
+        calls = {name: p["calls_per_update"] for name, p in c["pieces"].items()}
+        assert calls == {"step": 128, "stack (eager)": 1, "prepare": 1, "minibatch_update": 16}, calls
+        for p in c["pieces"].values():
+            assert _finite_positive(p["first_call_s"]) and _finite_positive(p["steady_call_s"])
+            assert p["compile_s"] == pytest.approx(max(0.0, p["first_call_s"] - p["steady_call_s"]))
+
+
 def _check_learning(result: dict) -> None:
     assert result["benchmark"] == "learning" and result["quick"] is True
     assert result["seeds"] == 2 and result["compile"] is False
@@ -151,7 +165,8 @@ def _check_lm(result: dict) -> None:
 
 
 CHECKS = {"throughput.py": _check_throughput, "learning.py": _check_learning, "transfer.py": _check_transfer,
-          "lm.py": _check_lm}
+          "lm.py": _check_lm,
+          "compile_time.py": _check_compile_time}
 
 
 def test_the_assigned_scripts_exist_and_offer_quick():

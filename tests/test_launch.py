@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from funrl.launch import parse_processes, processes_for, torchrun_argv, usable_cores
+from funrl.launch import MIN_SEEDS_PER_PROCESS, parse_processes, processes_for, torchrun_argv, usable_cores
 
 
 def test_parse_processes():
@@ -17,15 +17,19 @@ def test_parse_processes():
             parse_processes(bad)
 
 
-def test_auto_is_one_process_per_core_at_most_one_per_seed_on_cpu_only():
+def test_auto_is_one_process_per_core_with_enough_seeds_each_on_cpu_only():
     env = {}
-    assert processes_for(None, 8, "cpu", environ=env, cores=2) == 2
-    assert processes_for(None, 8, "cpu", environ=env, cores=16) == 8  # no more processes than seeds
-    assert processes_for(None, 1, "cpu", environ=env, cores=16) == 1
-    assert processes_for(None, 8, "cpu", environ=env, cores=1) == 1
-    assert processes_for(None, 8, "cpu", threads=2, environ=env, cores=4) == 2  # each process keeps its threads' cores
-    assert processes_for(None, 8, "cpu", threads=4, environ=env, cores=2) == 1
-    assert processes_for(None, 8, "cuda", environ=env, cores=16) == 1  # one GPU, one process
+    assert MIN_SEEDS_PER_PROCESS == 16
+    assert processes_for(None, 64, "cpu", environ=env, cores=2) == 2
+    assert processes_for(None, 8, "cpu", environ=env, cores=2) == 1  # 4 seeds a process gain nothing (measured)
+    assert processes_for(None, 32, "cpu", environ=env, cores=2) == 2
+    assert processes_for(None, 31, "cpu", environ=env, cores=2) == 1
+    assert processes_for(None, 64, "cpu", environ=env, cores=16) == 4  # no fewer than 16 seeds a process
+    assert processes_for(None, 1024, "cpu", environ=env, cores=16) == 16
+    assert processes_for(None, 64, "cpu", environ=env, cores=1) == 1
+    assert processes_for(None, 64, "cpu", threads=2, environ=env, cores=4) == 2  # each process keeps its threads' cores
+    assert processes_for(None, 64, "cpu", threads=4, environ=env, cores=2) == 1
+    assert processes_for(None, 64, "cuda", environ=env, cores=16) == 1  # one GPU, one process
 
 
 def test_requested_env_var_and_torchrun_ranks():
