@@ -96,7 +96,7 @@ def _check_compile_time(result: dict) -> None:
         assert _finite_positive(c["first_update_s"]) and _finite_positive(c["process_wall_s"])
         # PPO's pieces: the rollout step (num_steps calls), the stacking, prepare, the minibatch updates
         calls = {name: p["calls_per_update"] for name, p in c["pieces"].items()}
-        assert calls == {"step": 128, "stack (eager)": 1, "prepare": 1, "minibatch_update": 16}, calls
+        assert calls == {"step": 128, "stack_steps": 1, "prepare": 1, "minibatch_update": 16}, calls
         for p in c["pieces"].values():
             assert _finite_positive(p["first_call_s"]) and _finite_positive(p["steady_call_s"])
             assert p["compile_s"] == pytest.approx(max(0.0, p["first_call_s"] - p["steady_call_s"]))

@@ -11,7 +11,7 @@ from funrl import distributions as dx
 from funrl import optim, tree
 from funrl import random as jr
 from funrl.algorithms import on_policy
-from funrl.algorithms.common import compiled_lift, one_seed_lift, step_size, vmap_lift
+from funrl.algorithms.common import compiled_lift, identity_lift, one_seed_lift, stack_steps, step_size, vmap_lift
 from funrl.envs import make
 from funrl.envs.probes import ActionReward
 from funrl.envs.wrappers import LogWrapper
@@ -155,3 +155,19 @@ def test_probe_env_rollout_rewards_the_rewarded_action():
     traj, *_ = on_policy.make_rollout(pol, env, env_params, 8, 2, one_seed_lift)(params, env_state, obs, jr.key(3))
     # ActionReward pays +1 for action 1 and -1 for action 0
     assert torch.equal(traj.reward, torch.where(traj.action == 1, 1.0, -1.0))
+
+
+def test_every_lift_stacks_steps_at_its_own_step_axis_without_vmap():
+    steps = [{"x": torch.arange(6.0).reshape(3, 2) + 10 * t} for t in range(4)]  # 4 steps of [S=3, E=2]
+    by_seed = torch.stack([s["x"] for s in steps], 1)  # [S, T, E]
+    for lift in (vmap_lift, compiled_lift):
+        got = lift(stack_steps)(steps)["x"]
+        assert torch.equal(got, by_seed) and got.is_contiguous()
+        assert not hasattr(lift(stack_steps), "_torchdynamo_orig_callable")  # a copy: never compiled
+    one = [{"x": s["x"][0]} for s in steps]  # one seed's steps: [E]
+    for lift in (one_seed_lift, identity_lift):
+        assert torch.equal(lift(stack_steps)(one)["x"], by_seed[0])
+    assert torch.equal(stack_steps(one)["x"], by_seed[0])  # called directly: a plain stack
+    # under an outer vmap (vmap(train)) one_seed_lift's stack is per seed, as the Driver's is
+    assert torch.equal(torch.func.vmap(lambda *xs: one_seed_lift(stack_steps)([{"x": x} for x in xs])["x"])(
+        *[s["x"] for s in steps]), by_seed)

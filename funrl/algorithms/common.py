@@ -16,8 +16,9 @@ and a little Python glue that calls them in order.  Every piece goes through a
 
 Every lift takes ``lift(piece, in_dims=0, compile=True)``: ``in_dims`` as
 ``vmap``'s (``None`` for an argument shared by all seeds, such as a step
-index), ``compile=False`` for a piece that only copies data (only
-:func:`compiled_lift` reads it).
+index), ``compile=False`` to run a piece eagerly on the compiled path (only
+:func:`compiled_lift` reads it).  ``lift(stack_steps)`` stacks a list of
+per-step outputs at the lift's step axis (:func:`stack_steps`).
 
 Why pieces and a Python loop instead of one compiled ``train``: on this CPU an
 unrolled loop over time or over minibatches takes minutes to compile (compile
@@ -86,6 +87,7 @@ __all__ = [
     "with_finite_guard",
     "with_frozen",
     "step_size",
+    "stack_steps",
 ]
 
 Lift = Callable[..., Callable]
@@ -99,7 +101,28 @@ def identity_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Calla
     round differently, so its numbers match a batched run only up to float
     reassociation.  Kept for debugging a piece without ``vmap`` in the way.
     """
-    return fn
+    return _stacked(0) if fn is stack_steps else fn
+
+
+def stack_steps(steps: list) -> Any:
+    """Per-step outputs of a piece (a list of T same-structure trees) as one tree with a leading ``[T]`` axis.
+
+    A piece every lift knows: passed to a lift (``lift(stack_steps)``), it is
+    not vmapped but stacked where the lift keeps the seed axis -- after it
+    (``dim=1``) for :func:`vmap_lift` and :func:`compiled_lift`, whose outputs
+    are ``[S, ...]``, and at ``dim=0`` for :func:`one_seed_lift`.  A copy, so
+    exact; under ``vmap`` a stack of T inputs costs ~10 ms of batching per
+    update where the direct stack costs ~0.4 ms (T = 128, 8 seeds).
+    """
+    return tree.stack(steps)
+
+
+def _stacked(dim: int) -> Callable:
+    def run(steps):
+        return _contiguous(tree.stack(steps, dim=dim))
+
+    run.__name__ = "stack_steps"
+    return run
 
 
 def _add_seed_axis(args: tuple, in_dims: Any) -> tuple:
@@ -121,6 +144,8 @@ def one_seed_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Calla
     where the batch is vectorised) and drift apart by an ulp that training
     then amplifies.
     """
+    if fn is stack_steps:
+        return _stacked(0)
     batched = torch.func.vmap(fn, in_dims=in_dims)
 
     def run(*args):
@@ -145,6 +170,8 @@ def vmap_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
     must hand each other tensors laid out the same way on every path (here:
     seed axis first, contiguous) for the :class:`Driver` to equal ``vmap(train)``.
     """
+    if fn is stack_steps:
+        return _stacked(1)
     batched = torch.func.vmap(fn, in_dims=in_dims)
 
     def run(*args):
@@ -165,7 +192,7 @@ def compiled_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Calla
     data (stacking a rollout's steps: compiling it would add a graph with one
     input per step and leaf, and no arithmetic to fuse).
     """
-    if not compile:
+    if not compile or fn is stack_steps:
         return vmap_lift(fn, in_dims)
     batched = torch.func.vmap(fn, in_dims=in_dims)
 

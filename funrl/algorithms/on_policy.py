@@ -26,8 +26,8 @@ import torch
 
 from funrl import distributions as dx
 from funrl import random as jr
-from funrl import tree
 from funrl.algorithms import networks
+from funrl.algorithms.common import stack_steps
 from funrl.envs import spaces
 
 __all__ = ["Policy", "Transition", "policy", "make_rollout"]
@@ -139,7 +139,7 @@ def make_rollout(pol: Policy, env, env_params, num_envs: int, num_steps: int, li
       env: a funrl env wrapped in :class:`funrl.envs.wrappers.LogWrapper`; ``env_params`` its params.
       num_envs, num_steps: ``E`` and ``T``.
       lift: the algorithm's lift (:mod:`funrl.algorithms.common`): the step runs as one
-        per-seed piece, the stacking as another (eager on every path: it only copies).
+        per-seed piece, and ``lift(stack_steps)`` stacks the T steps (a copy, never compiled).
       value: record ``V(obs)`` in the transitions (else zeros).
       bootstrap_truncation: record ``final_value`` (SB3's time-limit bootstrap).
 
@@ -174,11 +174,8 @@ def make_rollout(pol: Policy, env, env_params, num_envs: int, num_steps: int, li
         )
         return transition, env_state, obs, key
 
-    def stack(transitions):
-        return tree.stack(transitions)
-
     step_l = lift(step)
-    stack_l = lift(stack, compile=False)
+    stack_l = lift(stack_steps)  # [T, E, ...] per seed, stacked where the lift keeps the seed axis
 
     def rollout(params, env_state, obs, key) -> tuple[Transition, Any, torch.Tensor, torch.Tensor]:
         transitions = []
