@@ -46,9 +46,9 @@ def child(algo: str, seeds: int, compile: bool) -> dict:
     calls: dict[str, list[float]] = {}
 
     def timed_make_algorithm(config, env, env_params, lift):
-        def timed_lift(fn, in_dims=0, compile=True):
-            piece = lift(fn, in_dims, compile=compile)
-            name = f"{fn.__name__}{'' if compile else ' (eager)'}"
+        def timed_lift(fn):
+            piece = lift(fn)
+            name = fn.__name__  # stack_steps runs eagerly on every path (a copy, see common.stack_steps)
 
             def run(*args):
                 t = time.perf_counter()

@@ -118,7 +118,7 @@ def test_one_update_equals_sb3_formulas_with_torch_optim_rmsprop():
     config = a2c.Config(num_envs=3, num_steps=5, total_timesteps=15, hidden_sizes=(8,), ent_coef=0.01, gae_lambda=0.9)
     captured = {}
 
-    def spy(fn, in_dims=0, compile=True):
+    def spy(fn):
         def piece(*args):
             captured.setdefault(fn.__name__, []).append(args)
             return fn(*args)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from funrl import random as jr
 from funrl import tree
-from funrl.algorithms import common, dqn, replay
+from funrl.algorithms import dqn
 from funrl.envs import make
 from funrl.envs.probes import ActionReward, Alternating, ConstantReward, ObservationReward, TwoStep
 from helpers import assert_driver_matches_vmap_train, assert_match
@@ -257,23 +257,6 @@ def test_hyperparameter_batching_equals_separate_runs(cartpole):
         _, m_i = separate(keys[i])
         assert_match(m_i, tree.index(metrics, i))
     assert not torch.equal(metrics["td_loss"][0], metrics["td_loss"][1])
-
-
-@pytest.mark.compile
-def test_compiled_driver_matches_eager():
-    env = TwoStep()
-    params = env.default_params()
-    config = _probe_config(total_timesteps=6, train_frequency=2, learning_starts=2, batch_size=4, buffer_size=8,
-                           target_network_frequency=4, start_e=0.5, end_e=0.5, hidden_sizes=(4,))
-    keys = jr.split(jr.key(11), 2)
-    eager = common.Driver(dqn.make_algorithm, config, env, params, compile=False)
-    compiled = common.Driver(dqn.make_algorithm, config, env, params, compile=True)
-    s_e, m_e = eager.run(eager.init(keys))
-    s_c, m_c = compiled.run(compiled.init(keys))
-    # compiled vs eager: Inductor reorders sums, so floats agree up to reassociation; actions stay exact
-    assert_match(m_c, m_e, exact=False)
-    assert_match(s_c.learner.params, s_e.learner.params, exact=False)
-    assert_match(s_c.buffer.data["action"], s_e.buffer.data["action"])
 
 
 # ---------------------------------------------------------------- errors

@@ -1,4 +1,4 @@
-"""The on-policy toolkit PPO, A2C and REINFORCE share: policy, rollout, step size, the lifts' ``compile`` flag."""
+"""The on-policy toolkit PPO, A2C and REINFORCE share: policy, rollout, step size, stacking a rollout's steps."""
 
 from __future__ import annotations
 
@@ -135,17 +135,6 @@ def test_step_size_follows_a_per_seed_rate_under_vmap():
 
 
 # ---------------------------------------------------------------- lifts
-def test_compile_false_runs_a_piece_eagerly_on_the_compiled_path():
-    def piece(x):
-        return x * 2
-
-    eager = compiled_lift(piece, compile=False)
-    compiled = compiled_lift(piece)
-    assert not hasattr(eager, "_torchdynamo_orig_callable") and hasattr(compiled, "_torchdynamo_orig_callable")
-    x = torch.arange(6.0).reshape(2, 3)[:, ::2]  # a strided input: the eager result is still contiguous
-    assert torch.equal(eager(x), x * 2) and eager(x).is_contiguous()
-
-
 def test_probe_env_rollout_rewards_the_rewarded_action():
     env, env_params = ActionReward(), ActionReward().default_params()
     env = LogWrapper(env)

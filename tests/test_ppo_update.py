@@ -90,9 +90,9 @@ def test_one_update_equals_cleanrl_formulas(cartpole, clip_vloss, norm_adv):
     )
     prepared = []
 
-    def recording_lift(fn, in_dims=0, compile=True):
+    def recording_lift(fn):
         """funrl's own lift; records what ``prepare`` got: the rollout [T, E] and the last observation."""
-        lifted = one_seed_lift(fn, in_dims)
+        lifted = one_seed_lift(fn)
         if fn.__name__ != "prepare":
             return lifted
 

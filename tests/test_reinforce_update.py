@@ -66,8 +66,8 @@ def test_two_updates_equal_the_textbook_formulas(baseline, normalize, max_grad_n
     )
     learn_inputs = []
 
-    def recording_lift(fn, in_dims=0, compile=True):
-        lifted = one_seed_lift(fn, in_dims)
+    def recording_lift(fn):
+        lifted = one_seed_lift(fn)
         if fn.__name__ != "learn":
             return lifted
 

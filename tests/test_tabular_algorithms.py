@@ -181,21 +181,6 @@ def test_hyperparameter_batching_equals_separate_runs(frozen_lake):
     assert not torch.equal(metrics["epsilon"][0], metrics["epsilon"][1])
 
 
-@pytest.mark.compile
-def test_compiled_driver_matches_eager(frozen_lake):
-    env, params = frozen_lake
-    config = _config(method="expected_sarsa", num_envs=4, num_steps=3, total_timesteps=4 * 3 * 2)
-    keys = jr.split(jr.key(11), 2)
-    eager = common.Driver(tabular.make_algorithm, config, env, params, compile=False)
-    compiled = common.Driver(tabular.make_algorithm, config, env, params, compile=True)
-    s_e, m_e = eager.run(eager.init(keys))
-    s_c, m_c = compiled.run(compiled.init(keys))
-    assert_match((s_c.obs, s_c.action), (s_e.obs, s_e.action))  # integer states and actions: exact
-    # compiled vs eager: Inductor may reorder the float arithmetic, so up to reassociation
-    assert_match(m_c, m_e, exact=False)
-    assert_match(s_c.q, s_e.q, exact=False)
-
-
 # ---------------------------------------------------------------- errors
 def test_bad_inputs(frozen_lake):
     env, params = frozen_lake

@@ -74,6 +74,7 @@ from funrl.algorithms.common import (
     step_size,
     with_finite_guard,
     with_frozen,
+    lift_pieces,
 )
 from funrl.envs.wrappers import LogWrapper
 from funrl.losses.multistep import truncated_generalized_advantage_estimation
@@ -234,7 +235,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         metrics.update(aux)
         return optim.apply_updates(params, updates), opt_state, metrics
 
-    learn_l = lift(learn)
+    (learn_l,) = lift_pieces(lift, learn)
 
     # ---------------------------------------------------------------- the glue
     def update(state: A2CState):

@@ -14,10 +14,15 @@ and a little Python glue that calls them in order.  Every piece goes through a
 * :func:`vmap_lift` — many seeds, eager (``torch.func.vmap`` of the piece);
 * :func:`compiled_lift` — many seeds, ``funrl.jit(vmap(piece))``: the fast path.
 
-Every lift takes ``lift(piece, in_dims=0, compile=True)``: ``in_dims`` as
-``vmap``'s (``None`` for an argument shared by all seeds, such as a step
-index), ``compile=False`` to run a piece eagerly on the compiled path (only
-:func:`compiled_lift` reads it).  ``lift(stack_steps)`` stacks a list of
+Every lift takes one argument, the piece: ``lift(piece)``.  A piece's batch
+axes are declared where it is written, not where it is lifted: every argument
+and output carries the seed axis, except the arguments named by
+:func:`shared` (``@shared("index")``: a step index all seeds share), which
+:func:`in_dims_of` turns into ``vmap``'s ``in_dims``.  An algorithm lifts all
+of its pieces in one place, ``a_l, b_l = lift_pieces(lift, a, b)``.  Strides are
+handled by the lifts alone: every lifted piece returns contiguous tensors laid
+out seed axis first, so no algorithm body copies a key or a buffer to keep a
+compiled piece from recompiling.  ``lift(stack_steps)`` stacks a list of
 per-step outputs at the lift's step axis (:func:`stack_steps`).
 
 Why pieces and a Python loop instead of one compiled ``train``: on this CPU an
@@ -50,6 +55,7 @@ on-policy one): a ``Config`` dataclass, ``HYPERPARAMS``, a state NamedTuple,
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 import time
@@ -63,6 +69,9 @@ from funrl import random as jr
 from funrl.compile import jit
 
 __all__ = [
+    "shared",
+    "in_dims_of",
+    "lift_pieces",
     "identity_lift",
     "one_seed_lift",
     "vmap_lift",
@@ -93,7 +102,56 @@ __all__ = [
 Lift = Callable[..., Callable]
 
 
-def identity_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
+def shared(*names: str) -> Callable:
+    """Declare the arguments of a per-seed piece that all seeds share (no seed axis).
+
+    ``@shared("index")`` on ``def minibatch_update(params, opt_state, hp, minibatches, index)``
+    makes every lift call ``vmap(minibatch_update, in_dims=(0, 0, 0, 0, None))``: the
+    declaration sits with the piece, so a lift needs nothing but the piece.
+
+    Args:
+      *names: argument names of the decorated function.
+
+    Returns:
+      A decorator that records ``names`` on the function (``fn.shared_args``) and returns it.
+
+    Raises:
+      ValueError: a name that is not an argument of the function.
+    """
+
+    def declare(fn: Callable) -> Callable:
+        params = list(inspect.signature(fn).parameters)
+        unknown = [n for n in names if n not in params]
+        if unknown:
+            raise ValueError(f"shared: {unknown} are not arguments of {fn.__name__}{tuple(params)}")
+        fn.shared_args = tuple(names)
+        return fn
+
+    return declare
+
+
+def in_dims_of(fn: Callable) -> Any:
+    """The ``vmap`` ``in_dims`` of a piece: 0 for every argument, ``None`` for those :func:`shared` names.
+
+    Returns:
+      ``0`` when no argument is shared, else a tuple with one entry per positional argument.
+    """
+    names = getattr(fn, "shared_args", ())
+    if not names:
+        return 0
+    return tuple(None if p in names else 0 for p in inspect.signature(fn).parameters)
+
+
+def lift_pieces(lift: Lift, *pieces: Callable) -> tuple:
+    """Every per-seed piece of an algorithm through ``lift``, in order: ``a_l, b_l = lift_pieces(lift, a, b)``.
+
+    The one place an algorithm lifts its pieces; batch axes come from each
+    piece's declaration (:func:`shared`), strides are the lift's business.
+    """
+    return tuple(lift(p) for p in pieces)
+
+
+def identity_lift(fn: Callable) -> Callable:
     """Run a per-seed piece as it is (one seed, eager; no batch axis anywhere).
 
     Not what ``make_train`` uses (see :func:`one_seed_lift`): a piece run this
@@ -132,7 +190,7 @@ def _add_seed_axis(args: tuple, in_dims: Any) -> tuple:
     return tuple(a if d is None else tree.map(lambda x: x.unsqueeze(0), a) for a, d in zip(args, dims))
 
 
-def one_seed_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
+def one_seed_lift(fn: Callable) -> Callable:
     """Run a per-seed piece for one seed *as a batch of one*: ``vmap(fn)`` on a seed axis of size 1.
 
     This is what makes funrl's reproducibility contract hold: ``train(key)``
@@ -146,6 +204,7 @@ def one_seed_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Calla
     """
     if fn is stack_steps:
         return _stacked(0)
+    in_dims = in_dims_of(fn)
     batched = torch.func.vmap(fn, in_dims=in_dims)
 
     def run(*args):
@@ -162,7 +221,7 @@ def _contiguous(tree_):
     return tree.map(lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x, tree_)
 
 
-def vmap_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
+def vmap_lift(fn: Callable) -> Callable:
     """Run a per-seed piece over a leading seed axis with ``torch.func.vmap`` (eager).
 
     Outputs are made contiguous, as :func:`one_seed_lift`'s are: a reduction's
@@ -172,7 +231,7 @@ def vmap_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
     """
     if fn is stack_steps:
         return _stacked(1)
-    batched = torch.func.vmap(fn, in_dims=in_dims)
+    batched = torch.func.vmap(fn, in_dims=in_dims_of(fn))
 
     def run(*args):
         return _contiguous(batched(*args))
@@ -181,20 +240,19 @@ def vmap_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
     return run
 
 
-def compiled_lift(fn: Callable, in_dims: Any = 0, compile: bool = True) -> Callable:
+def compiled_lift(fn: Callable) -> Callable:
     """Run a per-seed piece over a leading seed axis, compiled: ``funrl.jit(vmap(fn))``.
 
     Outputs are made contiguous inside the graph: a vmapped piece can return
-    strided views (e.g. one row of ``split(key)``), and feeding those back in on
+    strided views (one row of ``split(key)``) or stride-0 broadcasts (a tensor
+    created under ``vmap`` without a seed axis), and feeding those back in on
     the next call would make torch.compile recompile for the new strides.
-
-    ``compile=False``: :func:`vmap_lift` instead, for a piece that only moves
-    data (stacking a rollout's steps: compiling it would add a graph with one
+    :func:`stack_steps` is not compiled (it only moves data: a graph with one
     input per step and leaf, and no arithmetic to fuse).
     """
-    if not compile or fn is stack_steps:
-        return vmap_lift(fn, in_dims)
-    batched = torch.func.vmap(fn, in_dims=in_dims)
+    if fn is stack_steps:
+        return vmap_lift(fn)
+    batched = torch.func.vmap(fn, in_dims=in_dims_of(fn))
 
     def contiguous_outputs(*args):
         return _contiguous(batched(*args))
@@ -521,7 +579,7 @@ def make_train_from(make_algorithm: Callable, config, env, env_params) -> Callab
     ``train(keys[i])`` bit for bit (funrl's reproducibility contract).
     """
     algo = make_algorithm(config, env, env_params, lift=one_seed_lift)
-    init_one = one_seed_lift(algo.init, in_dims=(0, 0))
+    init_one = one_seed_lift(algo.init)
     init_default = one_seed_lift(lambda k: algo.init(k, None))
 
     def train(key: torch.Tensor, hparams: dict | None = None):

@@ -66,6 +66,7 @@ from funrl.algorithms.common import (
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
+    lift_pieces,
 )
 from funrl.envs import spaces
 from funrl.envs.wrappers import LogWrapper
@@ -336,8 +337,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         learner = learner._replace(
             params=tree.where(learning, params, learner.params),
             opt_state=tree.where(learning, opt_state, learner.opt_state),
-            # a row of split() is a strided view: carried on, it would make the compiled piece recompile
-            key=key.clone(memory_format=torch.contiguous_format),
+            key=key,
         )
         metrics = off_policy.episode_summary(step_infos)
         metrics.update(td_loss=loss.detach(), q_values=q_mean, epsilon=epsilon(hp, global_step))
@@ -350,9 +350,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         do = crossed & (global_step >= config.learning_starts)
         return tree.where(do, optim.incremental_update(params, target_params, tau), target_params)
 
-    rollout_step_l = lift(rollout_step)
-    learn_l = lift(learn)
-    update_target_l = lift(update_target)
+    rollout_step_l, learn_l, update_target_l = lift_pieces(lift, rollout_step, learn, update_target)
 
     # ---------------------------------------------------------------- the glue
     def update(state: DQNState):

@@ -41,7 +41,7 @@ import torch
 
 from funrl import nn, optim, tree
 from funrl import random as jr
-from funrl.algorithms.common import Algorithm, check_config, hyperparams_from_config
+from funrl.algorithms.common import Algorithm, check_config, hyperparams_from_config, lift_pieces
 from funrl.lm import tasks as lm_tasks
 from funrl.lm.sampling import completion_logits, group, sample, score
 from funrl.losses.sequence import (
@@ -486,11 +486,12 @@ def make_policy_update(parts: LMAlgorithmParts, config, advantages: Callable, kl
 
 def lm_algorithm(parts: LMAlgorithmParts, config: LMConfig, update: Callable, lift: Callable) -> Algorithm:
     """The :class:`~funrl.algorithms.common.Algorithm` of an LM algorithm: pretraining updates, then ``update``."""
+    update_l, pretrain_l = lift_pieces(lift, update, parts.pretrain)
     return Algorithm(
         init=parts.init,
-        update=lift(update),
+        update=update_l,
         num_updates=config.num_updates,
         steps_per_update=config.batch_size,
-        pretrain=lift(parts.pretrain),
+        pretrain=pretrain_l,
         pretrain_updates=config.pretrain_updates,
     )

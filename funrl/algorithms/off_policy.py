@@ -121,9 +121,6 @@ def env_step(policy: Callable, env, env_params, actor: Actor, num_keys: int = 1)
         episode_length=info["returned_episode_lengths"].to(torch.float32),
         episode_done=info["returned_episode"],
     )
-    # a row of split() is a strided view; carried in the state it would change the next compiled
-    # call's input strides and make it recompile, so the carried key is a fresh contiguous copy
-    key = key.clone(memory_format=torch.contiguous_format)
     return Actor(env_state=env_state, obs=obs, key=key, global_step=actor.global_step + E), transition, step_info
 
 

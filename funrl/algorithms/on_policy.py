@@ -27,7 +27,7 @@ import torch
 from funrl import distributions as dx
 from funrl import random as jr
 from funrl.algorithms import networks
-from funrl.algorithms.common import stack_steps
+from funrl.algorithms.common import lift_pieces, stack_steps
 from funrl.envs import spaces
 
 __all__ = ["Policy", "Transition", "policy", "make_rollout"]
@@ -174,8 +174,8 @@ def make_rollout(pol: Policy, env, env_params, num_envs: int, num_steps: int, li
         )
         return transition, env_state, obs, key
 
-    step_l = lift(step)
-    stack_l = lift(stack_steps)  # [T, E, ...] per seed, stacked where the lift keeps the seed axis
+    # stack_steps: [T, E, ...] per seed, stacked where the lift keeps the seed axis
+    step_l, stack_l = lift_pieces(lift, step, stack_steps)
 
     def rollout(params, env_state, obs, key) -> tuple[Transition, Any, torch.Tensor, torch.Tensor]:
         transitions = []

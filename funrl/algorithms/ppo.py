@@ -48,6 +48,8 @@ from funrl.algorithms.common import (
     step_size,
     with_finite_guard,
     with_frozen,
+    lift_pieces,
+    shared,
 )
 from funrl.envs.wrappers import LogWrapper
 from funrl.losses.multistep import truncated_generalized_advantage_estimation
@@ -218,6 +220,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         aux = {"pg_loss": pg_loss, "v_loss": v_loss, "entropy": ent, "approx_kl": approx_kl, "clipfrac": clipfrac}
         return loss, aux
 
+    @shared("index")  # one minibatch number for every seed
     def minibatch_update(params, opt_state, hp, minibatches: dict, index: torch.Tensor):
         """One Adam step on minibatch ``index`` of ``minibatches`` (leaves [epochs * M, B, ...])."""
         mb = tree.map(lambda x: torch.index_select(x, 0, index.reshape(1)).squeeze(0), minibatches)
@@ -225,8 +228,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
         updates, opt_state = optimizer(hp).update(grads, opt_state, params)
         return optim.apply_updates(params, updates), opt_state, aux
 
-    prepare_l = lift(prepare)
-    minibatch_update_l = lift(minibatch_update, in_dims=(0, 0, 0, 0, None))
+    prepare_l, minibatch_update_l = lift_pieces(lift, prepare, minibatch_update)
     indices = [torch.tensor(i) for i in range(config.update_epochs * M)]
 
     # ---------------------------------------------------------------- the glue

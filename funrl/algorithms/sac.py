@@ -61,6 +61,7 @@ from funrl.algorithms.common import (
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
+    lift_pieces,
 )
 from funrl.algorithms.continuous import box_spec, flat_obs, replay_item
 from funrl.envs.wrappers import LogWrapper
@@ -276,7 +277,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             "target_params": targets,
             "critic_opt_state": tree.where(learning, critic_opt_state, learner["critic_opt_state"]),
             "buffer": buffer,
-            "key": key.clone(),
+            "key": key,
         }
         metrics.update(metrics_q)
         return learner, batch["obs"], metrics
@@ -321,16 +322,14 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             },
             "actor_opt_state": tree.where(actor_turn, actor_opt_state, learner["actor_opt_state"]),
             "alpha_opt_state": tree.where(alpha_turn, alpha_opt_state, learner["alpha_opt_state"]),
-            "key": key.clone(),
+            "key": key,
         }
         metrics.update(metrics_alpha)
         metrics["alpha"] = alpha
         metrics["entropy"] = -log_prob.mean()
         return learner, metrics
 
-    rollout_step_l = lift(rollout_step)
-    learn_critic_l = lift(learn_critic)
-    learn_actor_l = lift(learn_actor)
+    rollout_step_l, learn_critic_l, learn_actor_l = lift_pieces(lift, rollout_step, learn_critic, learn_actor)
 
     # ---------------------------------------------------------------- the glue
     def update(state: SACState):

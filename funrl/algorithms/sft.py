@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from funrl.algorithms.common import Algorithm, make_train_from, one_seed_lift
+from funrl.algorithms.common import Algorithm, lift_pieces, make_train_from, one_seed_lift
 from funrl.algorithms.lm_common import COMPILE, check_metrics, LMConfig, evaluate, make_env, make_parts
 
 __all__ = ["COMPILE", "Config", "HYPERPARAMS", "PARAMS", "TARGETS", "make_algorithm", "make_train", "make_env", "evaluate", "check_metrics"]
@@ -45,7 +45,8 @@ TARGETS = {"ref_params": "params"}
 def make_algorithm(config: Config, task, env_params=None, lift=one_seed_lift) -> Algorithm:
     """SFT's ``init`` and ``update`` (the pretraining step) through ``lift``."""
     parts = make_parts(config, task, HYPERPARAMS)
-    return Algorithm(init=parts.init, update=lift(parts.pretrain), num_updates=config.num_updates,
+    (update_l,) = lift_pieces(lift, parts.pretrain)
+    return Algorithm(init=parts.init, update=update_l, num_updates=config.num_updates,
                      steps_per_update=config.batch_size)
 
 

@@ -84,6 +84,7 @@ from funrl.algorithms.common import (
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
+    lift_pieces,
 )
 from funrl.envs import spaces
 from funrl.envs.wrappers import LogWrapper
@@ -292,8 +293,7 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             metrics["greedy_value"] = (init_dist.to(v) * v).sum().to(torch.float32)
         return metrics
 
-    rollout_step_l = lift(rollout_step)
-    summarize_l = lift(summarize)
+    rollout_step_l, summarize_l = lift_pieces(lift, rollout_step, summarize)
 
     # ---------------------------------------------------------------- the glue
     def update(state: TabularState):

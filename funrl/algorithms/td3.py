@@ -54,6 +54,7 @@ from funrl.algorithms.common import (
     hyperparams_from_config,
     make_train_from,
     one_seed_lift,
+    lift_pieces,
 )
 from funrl.algorithms.continuous import box_spec, clip_actions, replay_item
 from funrl.envs.wrappers import LogWrapper
@@ -226,14 +227,13 @@ def make_algorithm(config: Config, env, env_params, lift=one_seed_lift) -> Algor
             "actor_opt_state": tree.where(actor_turn, actor_opt_state, learner["actor_opt_state"]),
             "critic_opt_state": tree.where(learning, critic_opt_state, learner["critic_opt_state"]),
             "buffer": buffer,
-            "key": key.clone(),
+            "key": key,
         }
         metrics.update(critic_aux)
         metrics.update(actor_aux)
         return learner, metrics
 
-    rollout_step_l = lift(rollout_step)
-    learn_l = lift(learn)
+    rollout_step_l, learn_l = lift_pieces(lift, rollout_step, learn)
 
     # ---------------------------------------------------------------- the glue
     def update(state: TD3State):
