@@ -63,7 +63,7 @@ def _finite_positive(x) -> bool:
 
 def _check_throughput(result: dict) -> None:
     assert result["benchmark"] == "throughput" and result["quick"] is True
-    assert result["funrl_threads"] == 1
+    assert result["funrl_threads_tried"] == [1] and result["machine"]["cpu_capability"]
     ppo = result["ppo"]
     base = ppo["baseline"]
     assert _finite_positive(base["sps"]) and base["threads"] == 1 and set(base["sps_by_threads"]) == {"1"}
@@ -75,6 +75,10 @@ def _check_throughput(result: dict) -> None:
         assert r["env_steps_timed"] == steps * r["updates_timed"]
         assert r["sps"] == pytest.approx(steps / r["update_s"], rel=1e-9)
         assert r["ratio_vs_baseline"] == pytest.approx(r["sps"] / base["sps"], rel=1e-9)
+        assert r["threads"] == 1 and set(r["sps_by_threads"]) == {"1"}
+        # per core: each side's rate over the threads it used (both 1 here)
+        assert r["per_core_ratio"] == pytest.approx(r["ratio_vs_baseline"], rel=1e-9)
+    assert "main_job" not in result  # --quick leaves the end-to-end runs out
     # the quick mode is eager unless asked to compile, and reports no 64-seed target
     assert all(r["mode"] == "eager" and "compile_s" not in r for r in ppo["rows"])
     assert "target" not in ppo
