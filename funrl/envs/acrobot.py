@@ -21,7 +21,7 @@ import math
 import torch
 
 from funrl.envs import spaces
-from funrl.envs.core import Environment, uniform, uniform
+from funrl.envs.core import Environment, uniform
 from funrl.tree import pytree_dataclass
 
 __all__ = ["Acrobot", "AcrobotState", "AcrobotParams", "wrap", "rk4"]

@@ -28,7 +28,6 @@ those names) work the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from typing import Any, Callable, Mapping
