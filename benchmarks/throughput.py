@@ -63,6 +63,8 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer import machine  # noqa: E402  (the machine record every benchmark writes)
+
+from funrl.threads import using_threads  # noqa: E402
 TARGET_RATIO_AT_64 = 50.0
 TARGET_PER_CORE_AT_64 = 25.0
 MAIN_JOB_STEPS = 500_000
@@ -408,14 +410,10 @@ def cleanrl_dqn(config, timed_steps: int, device: torch.device, seed: int = 0, e
 # ====================================================================== driver
 def _best_threads(run_fn, thread_options) -> dict:
     """Run ``run_fn()`` (returns sps) once per torch thread count; keep the fastest."""
-    before = torch.get_num_threads()
     tried = {}
-    try:
-        for n in thread_options:
-            torch.set_num_threads(n)
+    for n in thread_options:
+        with using_threads(n):
             tried[n] = run_fn()
-    finally:
-        torch.set_num_threads(before)
     best = max(tried, key=tried.get)
     return {"sps": tried[best], "threads": best, "sps_by_threads": {str(k): v for k, v in tried.items()}}
 
@@ -451,7 +449,7 @@ def _ppo_section(args, device) -> dict:
             tried = {}
             for n in args.threads:
                 print(f"[ppo] funrl {label} S={S}, {n} thread(s): {updates} timed updates", flush=True)
-                with _threads(n):
+                with using_threads(n):
                     tried[n] = time_funrl(ppo, config, S, compile, updates, device)
                 print(f"[ppo]   {tried[n]['sps']:,.0f} env-steps/s", flush=True)
             best = max(tried, key=lambda n: tried[n]["sps"])
@@ -474,20 +472,6 @@ def _ppo_section(args, device) -> dict:
     return section
 
 
-class _threads:
-    """``with _threads(n):`` torch runs with ``n`` threads, restored afterwards."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.before)
-
-
 def _main_job_section(args, device) -> dict:
     """``funrl train`` end to end (cold and warm Inductor cache) vs the CleanRL-style loop, one seed x 500k."""
     import subprocess
@@ -501,7 +485,7 @@ def _main_job_section(args, device) -> dict:
 
     print(f"[main job] CleanRL-style loop: 1 seed x {updates * config.batch_size:,} env steps, "
           f"{base_threads} thread(s)", flush=True)
-    with _threads(base_threads):
+    with using_threads(base_threads):
         t0 = time.perf_counter()
         res = cleanrl_ppo(config, updates, device)
         base_wall = time.perf_counter() - t0

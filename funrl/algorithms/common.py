@@ -251,7 +251,7 @@ def compiled_lift(fn: Callable) -> Callable:
     input per step and leaf, and no arithmetic to fuse).
     """
     if fn is stack_steps:
-        return vmap_lift(fn)
+        return _stacked(1)
     batched = torch.func.vmap(fn, in_dims=in_dims_of(fn))
 
     def contiguous_outputs(*args):

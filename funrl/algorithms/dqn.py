@@ -64,9 +64,9 @@ from funrl.algorithms.common import (
     check_total_timesteps,
     freeze_mask,
     hyperparams_from_config,
+    lift_pieces,
     make_train_from,
     one_seed_lift,
-    lift_pieces,
 )
 from funrl.envs import spaces
 from funrl.envs.wrappers import LogWrapper

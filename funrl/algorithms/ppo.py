@@ -43,13 +43,13 @@ from funrl.algorithms.common import (
     episode_metrics,
     freeze_mask,
     hyperparams_from_config,
+    lift_pieces,
     make_train_from,
     one_seed_lift,
+    shared,
     step_size,
     with_finite_guard,
     with_frozen,
-    lift_pieces,
-    shared,
 )
 from funrl.envs.wrappers import LogWrapper
 from funrl.losses.multistep import truncated_generalized_advantage_estimation

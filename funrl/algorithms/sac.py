@@ -59,9 +59,9 @@ from funrl.algorithms.common import (
     check_total_timesteps,
     freeze_mask,
     hyperparams_from_config,
+    lift_pieces,
     make_train_from,
     one_seed_lift,
-    lift_pieces,
 )
 from funrl.algorithms.continuous import box_spec, flat_obs, replay_item
 from funrl.envs.wrappers import LogWrapper

@@ -82,9 +82,9 @@ from funrl.algorithms.common import (
     check_total_timesteps,
     episode_metrics,
     hyperparams_from_config,
+    lift_pieces,
     make_train_from,
     one_seed_lift,
-    lift_pieces,
 )
 from funrl.envs import spaces
 from funrl.envs.wrappers import LogWrapper

@@ -52,9 +52,9 @@ from funrl.algorithms.common import (
     check_total_timesteps,
     freeze_mask,
     hyperparams_from_config,
+    lift_pieces,
     make_train_from,
     one_seed_lift,
-    lift_pieces,
 )
 from funrl.algorithms.continuous import box_spec, clip_actions, replay_item
 from funrl.envs.wrappers import LogWrapper
